@@ -1,0 +1,1 @@
+//! sigil-ca (work in progress)

@@ -1,0 +1,1 @@
+//! sigil-guard (work in progress)

@@ -1,0 +1,1 @@
+//! sigil-kube (work in progress)

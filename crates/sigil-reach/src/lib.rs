@@ -1,0 +1,1 @@
+//! sigil-reach (work in progress)

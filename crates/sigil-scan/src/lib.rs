@@ -1,0 +1,1 @@
+//! sigil-scan (work in progress)
