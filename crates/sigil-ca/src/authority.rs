@@ -13,10 +13,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::digest;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
-use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType, SerialNumber, SubjectPublicKeyInfo, PKCS_ECDSA_P256_SHA256,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
+    SubjectPublicKeyInfo,
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde::{Deserialize, Serialize};
@@ -44,12 +45,18 @@ pub enum CaError {
     NoActive,
     #[error("no prepared CA generation to activate; hint: run `sigil ca rotate prepare` first")]
     NothingPrepared,
-    #[error("a prepared CA generation ({0}) already exists; activate it with `sigil ca rotate activate`")]
+    #[error(
+        "a prepared CA generation ({0}) already exists; activate it with `sigil ca rotate activate`"
+    )]
     AlreadyPrepared(u64),
     #[error(
         "prepared generation {generation} was published {age:?} ago, less than the propagation delay {min:?}; hint: wait, or pass --force"
     )]
-    TooSoon { generation: u64, age: Duration, min: Duration },
+    TooSoon {
+        generation: u64,
+        age: Duration,
+        min: Duration,
+    },
     #[error("stored CA generation {generation} is corrupt: {reason}")]
     Corrupt { generation: u64, reason: String },
     #[error("the SPIFFE ID {id} is outside trust domain {td}")]
@@ -112,7 +119,11 @@ pub struct StoredGeneration {
 
 impl fmt::Debug for StoredGeneration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "StoredGeneration({}, {:?}, <keys redacted>)", self.id, self.state)
+        write!(
+            f,
+            "StoredGeneration({}, {:?}, <keys redacted>)",
+            self.id, self.state
+        )
     }
 }
 
@@ -148,21 +159,36 @@ fn unb64(generation: u64, s: &str) -> Result<Vec<u8>, CaError> {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD
         .decode(s)
-        .map_err(|e| CaError::Corrupt { generation, reason: e.to_string() })
+        .map_err(|e| CaError::Corrupt {
+            generation,
+            reason: e.to_string(),
+        })
 }
 
-fn ca_params(td: &TrustDomain, cn: String, not_before: SystemTime, not_after: SystemTime, path_len: u8) -> Result<CertificateParams, CaError> {
+fn ca_params(
+    td: &TrustDomain,
+    cn: String,
+    not_before: SystemTime,
+    not_after: SystemTime,
+    path_len: u8,
+) -> Result<CertificateParams, CaError> {
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "Sigil");
     dn.push(DnType::CommonName, cn);
     p.distinguished_name = dn;
     p.is_ca = IsCa::Ca(BasicConstraints::Constrained(path_len));
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     // The trust domain as a URI SAN on the CA (allowed by the X509-SVID standard). Never URI name
     // constraints: rustls-webpki rejects certificates under a CA that has them.
     p.subject_alt_names = vec![SanType::URI(
-        td.id_string().try_into().map_err(|e| CaError::Sign(format!("{e}")))?,
+        td.id_string()
+            .try_into()
+            .map_err(|e| CaError::Sign(format!("{e}")))?,
     )];
     p.not_before = odt(not_before);
     p.not_after = odt(not_after);
@@ -172,26 +198,49 @@ fn ca_params(td: &TrustDomain, cn: String, not_before: SystemTime, not_after: Sy
 }
 
 fn new_p256() -> Result<(KeyPair, Zeroizing<Vec<u8>>), CaError> {
-    let kp = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| CaError::KeyGen(e.to_string()))?;
+    let kp = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| CaError::KeyGen(e.to_string()))?;
     let der = Zeroizing::new(kp.serialize_der());
     Ok((kp, der))
 }
 
 fn load_p256(generation: u64, pkcs8: &[u8]) -> Result<KeyPair, CaError> {
     KeyPair::from_pkcs8_der_and_sign_algo(&PrivatePkcs8KeyDer::from(pkcs8), &PKCS_ECDSA_P256_SHA256)
-        .map_err(|e| CaError::Corrupt { generation, reason: e.to_string() })
+        .map_err(|e| CaError::Corrupt {
+            generation,
+            reason: e.to_string(),
+        })
 }
 
 impl Generation {
     /// Makes a new root, intermediate and JWT key for `td`.
-    pub fn generate(td: &TrustDomain, id: u64, state: GenState, now: SystemTime) -> Result<Self, CaError> {
+    pub fn generate(
+        td: &TrustDomain,
+        id: u64,
+        state: GenState,
+        now: SystemTime,
+    ) -> Result<Self, CaError> {
         let (root_kp, root_key) = new_p256()?;
-        let root_params = ca_params(td, format!("Sigil root CA {td} #{id}"), now - BACKDATE, now + ROOT_TTL, 1)?;
-        let root_cert = root_params.self_signed(&root_kp).map_err(|e| CaError::Sign(e.to_string()))?;
+        let root_params = ca_params(
+            td,
+            format!("Sigil root CA {td} #{id}"),
+            now - BACKDATE,
+            now + ROOT_TTL,
+            1,
+        )?;
+        let root_cert = root_params
+            .self_signed(&root_kp)
+            .map_err(|e| CaError::Sign(e.to_string()))?;
         let root_issuer = Issuer::new(root_params, &root_kp);
         let (int_kp, int_key) = new_p256()?;
         let int_not_after = now + INTERMEDIATE_TTL;
-        let int_params = ca_params(td, format!("Sigil signing CA {td} #{id}"), now - BACKDATE, int_not_after, 0)?;
+        let int_params = ca_params(
+            td,
+            format!("Sigil signing CA {td} #{id}"),
+            now - BACKDATE,
+            int_not_after,
+            0,
+        )?;
         let int_cert = int_params
             .signed_by(&int_kp, &root_issuer)
             .map_err(|e| CaError::Sign(e.to_string()))?;
@@ -240,7 +289,10 @@ impl Generation {
         let int_key = Zeroizing::new(unb64(g, &s.int_key)?);
         let jwt_key = Zeroizing::new(unb64(g, &s.jwt_key)?);
         let jwt_signer = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &jwt_key)
-            .map_err(|_| CaError::Corrupt { generation: g, reason: "jwt key".to_owned() })?;
+            .map_err(|_| CaError::Corrupt {
+                generation: g,
+                reason: "jwt key".to_owned(),
+            })?;
         let root_key = Zeroizing::new(unb64(g, &s.root_key)?);
         load_p256(g, &root_key)?;
         Ok(Self {
@@ -273,7 +325,11 @@ impl Generation {
     }
 
     fn jwk(&self) -> Option<Jwk> {
-        let mut j = Jwk::ec_from_point(&self.jwt_kid, "P-256", self.jwt_signer.public_key().as_ref())?;
+        let mut j = Jwk::ec_from_point(
+            &self.jwt_kid,
+            "P-256",
+            self.jwt_signer.public_key().as_ref(),
+        )?;
         j.alg = Some("ES256".to_owned());
         Some(j)
     }
@@ -306,7 +362,11 @@ pub struct IssuedJwt {
 
 impl fmt::Debug for IssuedJwt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "IssuedJwt({}, kid={}, token=<redacted>)", self.spiffe_id, self.kid)
+        write!(
+            f,
+            "IssuedJwt({}, kid={}, token=<redacted>)",
+            self.spiffe_id, self.kid
+        )
     }
 }
 
@@ -329,8 +389,16 @@ impl CertificateAuthority {
         })
     }
 
-    pub fn from_generations(td: TrustDomain, generations: Vec<Generation>, sequence: u64) -> Result<Self, CaError> {
-        let ca = Self { td, generations, sequence };
+    pub fn from_generations(
+        td: TrustDomain,
+        generations: Vec<Generation>,
+        sequence: u64,
+    ) -> Result<Self, CaError> {
+        let ca = Self {
+            td,
+            generations,
+            sequence,
+        };
         ca.active()?;
         Ok(ca)
     }
@@ -364,7 +432,11 @@ impl CertificateAuthority {
 
     /// Trust anchors: the roots of every live generation (prepared, active, retiring).
     pub fn bundle(&self) -> Result<X509Bundle, CaError> {
-        let roots = self.generations.iter().map(|g| g.root_cert.clone()).collect();
+        let roots = self
+            .generations
+            .iter()
+            .map(|g| g.root_cert.clone())
+            .collect();
         X509Bundle::new(self.td.clone(), roots).map_err(|e| CaError::Corrupt {
             generation: 0,
             reason: e.to_string(),
@@ -376,7 +448,11 @@ impl CertificateAuthority {
         JwtBundle {
             trust_domain: self.td.clone(),
             keys: JwkSet {
-                keys: self.generations.iter().filter_map(Generation::jwk).collect(),
+                keys: self
+                    .generations
+                    .iter()
+                    .filter_map(Generation::jwk)
+                    .collect(),
             },
         }
     }
@@ -402,8 +478,15 @@ impl CertificateAuthority {
     }
 
     /// Signs an X.509-SVID for `id` over the public key of a validated CSR.
-    pub fn issue_x509_svid(&mut self, id: &SpiffeId, csr: &ValidCsr, ttl: Duration, now: SystemTime) -> Result<IssuedX509, CaError> {
-        let spki = SubjectPublicKeyInfo::from_der(csr.spki_der()).map_err(|e| CaError::Sign(e.to_string()))?;
+    pub fn issue_x509_svid(
+        &mut self,
+        id: &SpiffeId,
+        csr: &ValidCsr,
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Result<IssuedX509, CaError> {
+        let spki = SubjectPublicKeyInfo::from_der(csr.spki_der())
+            .map_err(|e| CaError::Sign(e.to_string()))?;
         self.issue_for_key(id, &spki, ttl, now)
     }
 
@@ -420,19 +503,27 @@ impl CertificateAuthority {
         let mut p = CertificateParams::default();
         p.distinguished_name = DistinguishedName::new();
         p.subject_alt_names = vec![SanType::URI(
-            id.as_str().try_into().map_err(|e| CaError::Sign(format!("{e}")))?,
+            id.as_str()
+                .try_into()
+                .map_err(|e| CaError::Sign(format!("{e}")))?,
         )];
         p.is_ca = IsCa::ExplicitNoCa;
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
         p.not_before = odt(now - BACKDATE);
         p.not_after = odt(not_after);
         let serial = random_serial()?;
         let serial_hex = hex::encode(serial.as_ref());
         p.serial_number = Some(serial);
         p.use_authority_key_identifier_extension = true;
-        let issuer = Issuer::from_ca_cert_der(&g.int_cert, &g.int_signer).map_err(|e| CaError::Sign(e.to_string()))?;
-        let cert = p.signed_by(public_key, &issuer).map_err(|e| CaError::Sign(e.to_string()))?;
+        let issuer = Issuer::from_ca_cert_der(&g.int_cert, &g.int_signer)
+            .map_err(|e| CaError::Sign(e.to_string()))?;
+        let cert = p
+            .signed_by(public_key, &issuer)
+            .map_err(|e| CaError::Sign(e.to_string()))?;
         g.last_signed_expiry = g.last_signed_expiry.max(not_after);
         Ok(IssuedX509 {
             spiffe_id: id.clone(),
@@ -452,7 +543,10 @@ impl CertificateAuthority {
     ) -> Result<(IssuedX509, PrivateKeyDer<'static>), CaError> {
         let (kp, der) = new_p256()?;
         let issued = self.issue_for_key(id, &kp, ttl, now)?;
-        Ok((issued, PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(der.to_vec()))))
+        Ok((
+            issued,
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(der.to_vec())),
+        ))
     }
 
     /// A TLS serving certificate for the server itself: DNS/IP SANs, server auth only.
@@ -470,7 +564,11 @@ impl CertificateAuthority {
         dn.push(DnType::CommonName, "sigil-server");
         p.distinguished_name = dn;
         for d in dns_names {
-            p.subject_alt_names.push(SanType::DnsName(d.clone().try_into().map_err(|e| CaError::Sign(format!("{e}")))?));
+            p.subject_alt_names.push(SanType::DnsName(
+                d.clone()
+                    .try_into()
+                    .map_err(|e| CaError::Sign(format!("{e}")))?,
+            ));
         }
         for ip in ip_addrs {
             p.subject_alt_names.push(SanType::IpAddress(*ip));
@@ -482,8 +580,11 @@ impl CertificateAuthority {
         p.not_after = odt((now + ttl).min(g.int_not_after));
         p.serial_number = Some(random_serial()?);
         p.use_authority_key_identifier_extension = true;
-        let issuer = Issuer::from_ca_cert_der(&g.int_cert, &g.int_signer).map_err(|e| CaError::Sign(e.to_string()))?;
-        let cert = p.signed_by(&kp, &issuer).map_err(|e| CaError::Sign(e.to_string()))?;
+        let issuer = Issuer::from_ca_cert_der(&g.int_cert, &g.int_signer)
+            .map_err(|e| CaError::Sign(e.to_string()))?;
+        let cert = p
+            .signed_by(&kp, &issuer)
+            .map_err(|e| CaError::Sign(e.to_string()))?;
         g.last_signed_expiry = g.last_signed_expiry.max(now + ttl);
         Ok((
             vec![cert.der().clone(), g.int_cert.clone()],
@@ -492,16 +593,26 @@ impl CertificateAuthority {
     }
 
     /// Signs a JWT-SVID (ES256) for `id` and `audience`.
-    pub fn issue_jwt_svid(&mut self, id: &SpiffeId, audience: &[String], ttl: Duration, now: SystemTime) -> Result<IssuedJwt, CaError> {
+    pub fn issue_jwt_svid(
+        &mut self,
+        id: &SpiffeId,
+        audience: &[String],
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Result<IssuedJwt, CaError> {
         self.check_id(id)?;
         if audience.is_empty() {
-            return Err(CaError::Sign("a JWT-SVID needs at least one audience".to_owned()));
+            return Err(CaError::Sign(
+                "a JWT-SVID needs at least one audience".to_owned(),
+            ));
         }
         let g = self.active_mut()?;
         let exp = now + ttl;
         let header = serde_json::json!({"alg": "ES256", "kid": g.jwt_kid, "typ": "JWT"});
         let mut jti = [0u8; 12];
-        SystemRandom::new().fill(&mut jti).map_err(|_| CaError::Sign("rng".to_owned()))?;
+        SystemRandom::new()
+            .fill(&mut jti)
+            .map_err(|_| CaError::Sign("rng".to_owned()))?;
         let aud = if audience.len() == 1 {
             serde_json::json!(audience.first())
         } else {
@@ -514,7 +625,11 @@ impl CertificateAuthority {
             "iat": unix(now),
             "jti": b64url(&jti),
         });
-        let input = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
+        let input = format!(
+            "{}.{}",
+            b64url(header.to_string().as_bytes()),
+            b64url(claims.to_string().as_bytes())
+        );
         let sig = g
             .jwt_signer
             .sign(&SystemRandom::new(), input.as_bytes())
@@ -530,18 +645,27 @@ impl CertificateAuthority {
 
     /// Rotation step 1: make the next generation and publish it in the bundle. It signs nothing yet.
     pub fn prepare_rotation(&mut self, now: SystemTime) -> Result<u64, CaError> {
-        if let Some(p) = self.generations.iter().find(|g| g.state == GenState::Prepared) {
+        if let Some(p) = self
+            .generations
+            .iter()
+            .find(|g| g.state == GenState::Prepared)
+        {
             return Err(CaError::AlreadyPrepared(p.id));
         }
         let id = self.generations.iter().map(|g| g.id).max().unwrap_or(0) + 1;
-        self.generations.push(Generation::generate(&self.td, id, GenState::Prepared, now)?);
+        self.generations
+            .push(Generation::generate(&self.td, id, GenState::Prepared, now)?);
         self.sequence += 1;
         Ok(id)
     }
 
     /// Rotation step 2: switch signing to the prepared generation once it has been in the bundle
     /// for `min_published` (so every relying party has fetched it). The old one retires.
-    pub fn activate_rotation(&mut self, now: SystemTime, min_published: Duration) -> Result<u64, CaError> {
+    pub fn activate_rotation(
+        &mut self,
+        now: SystemTime,
+        min_published: Duration,
+    ) -> Result<u64, CaError> {
         let next = self
             .generations
             .iter()

@@ -6,10 +6,12 @@
 
 use std::fmt;
 
-use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateSigningRequestDer;
+use rustls_pki_types::pem::PemObject;
 use x509_parser::certification_request::X509CertificationRequest;
-use x509_parser::oid_registry::{OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_SIG_ED25519};
+use x509_parser::oid_registry::{
+    OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_SIG_ED25519,
+};
 use x509_parser::prelude::FromDer;
 
 /// Largest CSR accepted.
@@ -26,7 +28,9 @@ pub enum CsrError {
     Der(String),
     #[error("CSR has trailing data after the request")]
     Trailing,
-    #[error("CSR self-signature does not verify; hint: the request must be signed by the key it carries")]
+    #[error(
+        "CSR self-signature does not verify; hint: the request must be signed by the key it carries"
+    )]
     BadSignature,
     #[error("CSR key type {0} is not accepted; hint: use ECDSA P-256, P-384 or Ed25519")]
     KeyType(String),
@@ -55,7 +59,8 @@ impl ValidCsr {
         if pem.len() > MAX_CSR_BYTES * 2 {
             return Err(CsrError::TooLarge(pem.len()));
         }
-        let der = CertificateSigningRequestDer::from_pem_slice(pem.as_bytes()).map_err(|e| CsrError::Pem(e.to_string()))?;
+        let der = CertificateSigningRequestDer::from_pem_slice(pem.as_bytes())
+            .map_err(|e| CsrError::Pem(e.to_string()))?;
         Self::from_der(der.as_ref())
     }
 
@@ -64,7 +69,8 @@ impl ValidCsr {
         if der.len() > MAX_CSR_BYTES {
             return Err(CsrError::TooLarge(der.len()));
         }
-        let (rest, csr) = X509CertificationRequest::from_der(der).map_err(|e| CsrError::Der(e.to_string()))?;
+        let (rest, csr) =
+            X509CertificationRequest::from_der(der).map_err(|e| CsrError::Der(e.to_string()))?;
         if !rest.is_empty() {
             return Err(CsrError::Trailing);
         }
@@ -81,7 +87,9 @@ impl ValidCsr {
             return Err(CsrError::KeyType(alg.algorithm.to_id_string()));
         }
         csr.verify_signature().map_err(|_| CsrError::BadSignature)?;
-        Ok(Self { spki: spki.raw.to_vec() })
+        Ok(Self {
+            spki: spki.raw.to_vec(),
+        })
     }
 }
 
@@ -97,7 +105,11 @@ mod tests {
 
     #[test]
     fn accepts_p256_p384_ed25519() {
-        for alg in [&rcgen::PKCS_ECDSA_P256_SHA256, &rcgen::PKCS_ECDSA_P384_SHA384, &rcgen::PKCS_ED25519] {
+        for alg in [
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+            &rcgen::PKCS_ECDSA_P384_SHA384,
+            &rcgen::PKCS_ED25519,
+        ] {
             ValidCsr::from_pem(&csr_pem(alg)).unwrap();
         }
     }
@@ -109,14 +121,23 @@ mod tests {
         let mut bytes = der.as_ref().to_vec();
         let n = bytes.len();
         bytes[n - 5] ^= 0x55;
-        assert!(matches!(ValidCsr::from_der(&bytes), Err(CsrError::BadSignature | CsrError::Der(_))));
+        assert!(matches!(
+            ValidCsr::from_der(&bytes),
+            Err(CsrError::BadSignature | CsrError::Der(_))
+        ));
     }
 
     #[test]
     fn rejects_garbage() {
         assert!(matches!(ValidCsr::from_pem("hello"), Err(CsrError::Pem(_))));
-        assert!(matches!(ValidCsr::from_der(&[0x30, 0x03, 0x02, 0x01]), Err(CsrError::Der(_))));
-        assert!(matches!(ValidCsr::from_der(&vec![0u8; MAX_CSR_BYTES + 1]), Err(CsrError::TooLarge(_))));
+        assert!(matches!(
+            ValidCsr::from_der(&[0x30, 0x03, 0x02, 0x01]),
+            Err(CsrError::Der(_))
+        ));
+        assert!(matches!(
+            ValidCsr::from_der(&vec![0u8; MAX_CSR_BYTES + 1]),
+            Err(CsrError::TooLarge(_))
+        ));
     }
 
     proptest::proptest! {

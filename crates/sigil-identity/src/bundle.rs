@@ -66,9 +66,13 @@ impl SpiffeBundle {
     /// the standard requires.
     pub fn from_json(td: TrustDomain, bytes: &[u8]) -> Result<Self, BundleError> {
         if bytes.len() > MAX_BUNDLE_BYTES {
-            return Err(BundleError::Json(format!("bundle is {} bytes, more than {MAX_BUNDLE_BYTES}", bytes.len())));
+            return Err(BundleError::Json(format!(
+                "bundle is {} bytes, more than {MAX_BUNDLE_BYTES}",
+                bytes.len()
+            )));
         }
-        let doc: Doc = serde_json::from_slice(bytes).map_err(|e| BundleError::Json(e.to_string()))?;
+        let doc: Doc =
+            serde_json::from_slice(bytes).map_err(|e| BundleError::Json(e.to_string()))?;
         let mut roots = Vec::new();
         let mut jwt = Vec::new();
         for (index, k) in doc.keys.into_iter().enumerate() {
@@ -78,7 +82,10 @@ impl SpiffeBundle {
                     let [one] = x5c else {
                         return Err(BundleError::BadCert {
                             index,
-                            reason: format!("x509-svid key must have exactly one x5c entry, has {}", x5c.len()),
+                            reason: format!(
+                                "x509-svid key must have exactly one x5c entry, has {}",
+                                x5c.len()
+                            ),
                         });
                     };
                     let der = STANDARD.decode(one).map_err(|e| BundleError::BadCert {
@@ -89,7 +96,9 @@ impl SpiffeBundle {
                 }
                 Some("jwt-svid") => {
                     if k.kid.is_none() {
-                        return Err(BundleError::Json(format!("jwt-svid key {index} has no kid")));
+                        return Err(BundleError::Json(format!(
+                            "jwt-svid key {index} has no kid"
+                        )));
                     }
                     jwt.push(k);
                 }
@@ -117,7 +126,11 @@ fn jwk_for_cert(der: &CertificateDer<'_>) -> Result<Jwk, BundleError> {
     let crv = match point.len() {
         65 => "P-256",
         97 => "P-384",
-        n => return Err(bad(format!("unsupported CA key ({n}-byte public key); Sigil CAs use ECDSA P-256"))),
+        n => {
+            return Err(bad(format!(
+                "unsupported CA key ({n}-byte public key); Sigil CAs use ECDSA P-256"
+            )));
+        }
     };
     Jwk::ec_from_point("", crv, point)
         .map(|mut j| {

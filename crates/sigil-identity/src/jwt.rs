@@ -48,11 +48,18 @@ pub enum JwtError {
     #[error("token is not valid before unix time {0}")]
     NotYetValid(u64),
     #[error("token audience {found:?} does not include {expected:?}")]
-    WrongAudience { found: Vec<String>, expected: String },
+    WrongAudience {
+        found: Vec<String>,
+        expected: String,
+    },
     #[error("`sub` {sub:?} is not a SPIFFE ID: {reason}")]
     BadSubject { sub: String, reason: String },
     #[error("SPIFFE ID {id} is in trust domain {found}, not {expected}")]
-    ForeignTrustDomain { id: String, found: String, expected: String },
+    ForeignTrustDomain {
+        id: String,
+        found: String,
+        expected: String,
+    },
 }
 
 /// A JSON Web Key (public only).
@@ -112,7 +119,9 @@ impl Jwk {
 
     fn b64(field: &Option<String>, name: &'static str) -> Result<Vec<u8>, JwtError> {
         let s = field.as_deref().ok_or(JwtError::BadClaim(name))?;
-        URL_SAFE_NO_PAD.decode(s).map_err(|_| JwtError::BadClaim(name))
+        URL_SAFE_NO_PAD
+            .decode(s)
+            .map_err(|_| JwtError::BadClaim(name))
     }
 
     /// Verifies `sig` over `msg` with this key under `alg`.
@@ -123,11 +132,12 @@ impl Jwk {
         };
         match (self.kty.as_str(), alg) {
             ("EC", "ES256" | "ES384") => {
-                let (want_crv, algo): (&str, &'static signature::EcdsaVerificationAlgorithm) = if alg == "ES256" {
-                    ("P-256", &signature::ECDSA_P256_SHA256_FIXED)
-                } else {
-                    ("P-384", &signature::ECDSA_P384_SHA384_FIXED)
-                };
+                let (want_crv, algo): (&str, &'static signature::EcdsaVerificationAlgorithm) =
+                    if alg == "ES256" {
+                        ("P-256", &signature::ECDSA_P256_SHA256_FIXED)
+                    } else {
+                        ("P-384", &signature::ECDSA_P384_SHA384_FIXED)
+                    };
                 if self.crv.as_deref() != Some(want_crv) {
                     return Err(mismatch());
                 }
@@ -151,7 +161,8 @@ impl Jwk {
                     n: Self::b64(&self.n, "n")?,
                     e: Self::b64(&self.e, "e")?,
                 };
-                key.verify(params, msg, sig).map_err(|_| JwtError::BadSignature)
+                key.verify(params, msg, sig)
+                    .map_err(|_| JwtError::BadSignature)
             }
             _ => Err(mismatch()),
         }
@@ -198,7 +209,9 @@ pub struct VerifiedJws {
     pub claims: Map<String, Value>,
 }
 
-const ACCEPTED_ALGS: [&str; 8] = ["ES256", "ES384", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"];
+const ACCEPTED_ALGS: [&str; 8] = [
+    "ES256", "ES384", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+];
 
 /// Splits a compact JWS and decodes its header and claims, without verifying anything.
 pub fn decode_unverified(token: &str) -> Result<(JwsHeader, Map<String, Value>), JwtError> {
@@ -206,8 +219,12 @@ pub fn decode_unverified(token: &str) -> Result<(JwsHeader, Map<String, Value>),
         return Err(JwtError::TooLarge(token.len()));
     }
     let mut parts = token.split('.');
-    let (Some(h), Some(c), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-        return Err(JwtError::Malformed("expected three dot-separated parts".to_owned()));
+    let (Some(h), Some(c), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(JwtError::Malformed(
+            "expected three dot-separated parts".to_owned(),
+        ));
     };
     let header: JwsHeader = serde_json::from_slice(
         &URL_SAFE_NO_PAD
@@ -232,12 +249,18 @@ pub fn verify_jws(token: &str, keys: &JwkSet) -> Result<VerifiedJws, JwtError> {
     }
     if let Some(typ) = &header.typ {
         if typ != "JWT" && typ != "JOSE" {
-            return Err(JwtError::Malformed(format!("typ {typ:?} is not JWT or JOSE")));
+            return Err(JwtError::Malformed(format!(
+                "typ {typ:?} is not JWT or JOSE"
+            )));
         }
     }
     let kid = header.kid.as_deref().ok_or(JwtError::MissingKid)?;
-    let key = keys.find(kid).ok_or_else(|| JwtError::UnknownKid(kid.to_owned()))?;
-    let dot = token.rfind('.').ok_or_else(|| JwtError::Malformed("no signature".to_owned()))?;
+    let key = keys
+        .find(kid)
+        .ok_or_else(|| JwtError::UnknownKid(kid.to_owned()))?;
+    let dot = token
+        .rfind('.')
+        .ok_or_else(|| JwtError::Malformed("no signature".to_owned()))?;
     let (signing_input, sig_b64) = token.split_at(dot);
     let sig = URL_SAFE_NO_PAD
         .decode(sig_b64.trim_start_matches('.'))
@@ -287,7 +310,11 @@ pub fn audiences(claims: &Map<String, Value>) -> Result<Vec<String>, JwtError> {
         Some(Value::String(s)) => Ok(vec![s.clone()]),
         Some(Value::Array(a)) => a
             .iter()
-            .map(|v| v.as_str().map(str::to_owned).ok_or(JwtError::BadClaim("aud")))
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or(JwtError::BadClaim("aud"))
+            })
             .collect(),
         Some(_) => Err(JwtError::BadClaim("aud")),
     }
@@ -320,7 +347,11 @@ impl VerifiedJwtSvid {
 
 impl fmt::Debug for VerifiedJwtSvid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "VerifiedJwtSvid({}, aud={:?})", self.spiffe_id, self.audience)
+        write!(
+            f,
+            "VerifiedJwtSvid({}, aud={:?})",
+            self.spiffe_id, self.audience
+        )
     }
 }
 
@@ -337,16 +368,24 @@ pub fn verify_jwt_svid(
         .get("sub")
         .and_then(Value::as_str)
         .ok_or(JwtError::MissingClaim("sub"))?;
-    let id: SpiffeId = sub.parse().map_err(|e: crate::id::IdError| JwtError::BadSubject {
-        sub: sub.to_owned(),
-        reason: e.to_string(),
-    })?;
+    let id: SpiffeId = sub
+        .parse()
+        .map_err(|e: crate::id::IdError| JwtError::BadSubject {
+            sub: sub.to_owned(),
+            reason: e.to_string(),
+        })?;
     let td = id.trust_domain();
-    let bundle = bundles.get(&td).ok_or_else(|| JwtError::ForeignTrustDomain {
-        id: id.to_string(),
-        found: td.to_string(),
-        expected: bundles.keys().map(ToString::to_string).collect::<Vec<_>>().join(", "),
-    })?;
+    let bundle = bundles
+        .get(&td)
+        .ok_or_else(|| JwtError::ForeignTrustDomain {
+            id: id.to_string(),
+            found: td.to_string(),
+            expected: bundles
+                .keys()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?;
     let jws = verify_jws(token, &bundle.keys)?;
     check_times(&jws.claims, now)?;
     let aud = audiences(&jws.claims)?;

@@ -10,10 +10,10 @@ pub mod jwt;
 pub mod tls;
 mod x509;
 
-pub use bundle::{SpiffeBundle, MAX_BUNDLE_BYTES};
-pub use id::{IdError, SpiffeId, TrustDomain, MAX_SPIFFE_ID_LEN, MAX_TRUST_DOMAIN_LEN};
-pub use jwt::{verify_jwt_svid, Jwk, JwkSet, JwtBundle, JwtError, VerifiedJwtSvid};
+pub use bundle::{MAX_BUNDLE_BYTES, SpiffeBundle};
+pub use id::{IdError, MAX_SPIFFE_ID_LEN, MAX_TRUST_DOMAIN_LEN, SpiffeId, TrustDomain};
+pub use jwt::{Jwk, JwkSet, JwtBundle, JwtError, VerifiedJwtSvid, verify_jwt_svid};
 pub use x509::{
-    certs_from_pem, certs_to_pem, inspect_leaf, verify_x509_svid, BundleError, LeafInfo, SvidError, SvidUsage,
-    VerifiedX509Svid, X509Bundle, MAX_CERT_BYTES, MAX_CHAIN_LEN,
+    BundleError, LeafInfo, MAX_CERT_BYTES, MAX_CHAIN_LEN, SvidError, SvidUsage, VerifiedX509Svid,
+    X509Bundle, certs_from_pem, certs_to_pem, inspect_leaf, verify_x509_svid,
 };

@@ -10,13 +10,17 @@ use std::fmt;
 use std::sync::{Arc, RwLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms};
+use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, OtherError, SignatureScheme};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, Error, OtherError, SignatureScheme,
+};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use crate::id::{SpiffeId, TrustDomain};
-use crate::x509::{inspect_leaf, verify_x509_svid, SvidError, SvidUsage, VerifiedX509Svid, X509Bundle};
+use crate::x509::{
+    SvidError, SvidUsage, VerifiedX509Svid, X509Bundle, inspect_leaf, verify_x509_svid,
+};
 
 /// Where verifiers get the current trust bundle for a trust domain.
 pub trait BundleSource: Send + Sync + fmt::Debug {
@@ -73,7 +77,9 @@ pub fn peer_spiffe_id(
     peer_certs: Option<&[CertificateDer<'_>]>,
     usage: SvidUsage,
 ) -> Result<VerifiedX509Svid, SvidError> {
-    let (ee, rest) = peer_certs.and_then(<[_]>::split_first).ok_or(SvidError::EmptyChain)?;
+    let (ee, rest) = peer_certs
+        .and_then(<[_]>::split_first)
+        .ok_or(SvidError::EmptyChain)?;
     verify_peer(source, ee, rest, usage, UnixTime::now())
 }
 
@@ -81,7 +87,9 @@ fn to_rustls(e: SvidError) -> Error {
     match e {
         SvidError::Expired(_) => Error::InvalidCertificate(CertificateError::Expired),
         SvidError::NotYetValid(_) => Error::InvalidCertificate(CertificateError::NotValidYet),
-        SvidError::UnknownIssuer | SvidError::NoBundle(_) | SvidError::ForeignTrustDomain { .. } => {
+        SvidError::UnknownIssuer
+        | SvidError::NoBundle(_)
+        | SvidError::ForeignTrustDomain { .. } => {
             Error::InvalidCertificate(CertificateError::UnknownIssuer)
         }
         SvidError::BadSignature => Error::InvalidCertificate(CertificateError::BadSignature),
@@ -98,11 +106,27 @@ fn algorithms() -> WebPkiSupportedAlgorithms {
 pub struct SpiffeClientCertVerifier {
     source: Arc<dyn BundleSource>,
     algs: WebPkiSupportedAlgorithms,
+    mandatory: bool,
 }
 
 impl SpiffeClientCertVerifier {
+    /// Every client must present a valid X.509-SVID.
     pub fn new(source: Arc<dyn BundleSource>) -> Arc<Self> {
-        Arc::new(Self { source, algs: algorithms() })
+        Arc::new(Self {
+            source,
+            algs: algorithms(),
+            mandatory: true,
+        })
+    }
+
+    /// A client may present no certificate (the application then decides); one that presents a
+    /// certificate must present a valid X.509-SVID.
+    pub fn optional(source: Arc<dyn BundleSource>) -> Arc<Self> {
+        Arc::new(Self {
+            source,
+            algs: algorithms(),
+            mandatory: false,
+        })
     }
 }
 
@@ -117,12 +141,19 @@ impl ClientCertVerifier for SpiffeClientCertVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
-        verify_peer(self.source.as_ref(), end_entity, intermediates, SvidUsage::Client, now).map_err(to_rustls)?;
+        verify_peer(
+            self.source.as_ref(),
+            end_entity,
+            intermediates,
+            SvidUsage::Client,
+            now,
+        )
+        .map_err(to_rustls)?;
         Ok(ClientCertVerified::assertion())
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        true
+        self.mandatory
     }
 
     fn verify_tls12_signature(
@@ -160,13 +191,19 @@ pub struct SpiffeServerCertVerifier {
 
 impl fmt::Debug for SpiffeServerCertVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SpiffeServerCertVerifier").field("source", &self.source).finish_non_exhaustive()
+        f.debug_struct("SpiffeServerCertVerifier")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
     }
 }
 
 impl SpiffeServerCertVerifier {
     pub fn new(source: Arc<dyn BundleSource>, check: ServerIdCheck) -> Arc<Self> {
-        Arc::new(Self { source, check, algs: algorithms() })
+        Arc::new(Self {
+            source,
+            check,
+            algs: algorithms(),
+        })
     }
 
     /// Expects exactly `id`.
@@ -198,9 +235,18 @@ impl ServerCertVerifier for SpiffeServerCertVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        let v = verify_peer(self.source.as_ref(), end_entity, intermediates, SvidUsage::Server, now).map_err(to_rustls)?;
+        let v = verify_peer(
+            self.source.as_ref(),
+            end_entity,
+            intermediates,
+            SvidUsage::Server,
+            now,
+        )
+        .map_err(to_rustls)?;
         (self.check)(v.spiffe_id()).map_err(|m| {
-            Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(UnexpectedServerId(m)))))
+            Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(
+                UnexpectedServerId(m),
+            ))))
         })?;
         Ok(ServerCertVerified::assertion())
     }

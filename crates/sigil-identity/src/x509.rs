@@ -31,15 +31,21 @@ pub enum SvidError {
     CertTooLarge(usize),
     #[error("malformed certificate: {0}")]
     Malformed(String),
-    #[error("leaf has no URI SAN; hint: an X.509-SVID carries its SPIFFE ID as exactly one URI SAN")]
+    #[error(
+        "leaf has no URI SAN; hint: an X.509-SVID carries its SPIFFE ID as exactly one URI SAN"
+    )]
     NoUriSan,
     #[error("leaf has {0} URI SANs; an X.509-SVID must have exactly one")]
     MultipleUriSans(usize),
     #[error("URI SAN {uri:?} is not a SPIFFE ID: {reason}")]
     BadSpiffeId { uri: String, reason: String },
-    #[error("leaf is a CA certificate (basicConstraints cA=true); an X.509-SVID leaf must have cA=false")]
+    #[error(
+        "leaf is a CA certificate (basicConstraints cA=true); an X.509-SVID leaf must have cA=false"
+    )]
     LeafIsCa,
-    #[error("leaf has no key usage extension; an X.509-SVID leaf must have critical keyUsage digitalSignature")]
+    #[error(
+        "leaf has no key usage extension; an X.509-SVID leaf must have critical keyUsage digitalSignature"
+    )]
     MissingKeyUsage,
     #[error("leaf key usage extension is not critical")]
     KeyUsageNotCritical,
@@ -48,7 +54,11 @@ pub enum SvidError {
     #[error("leaf key usage has keyCertSign or cRLSign, which a leaf SVID must not have")]
     LeafCanSign,
     #[error("SPIFFE ID {id} is in trust domain {found}, not {expected}")]
-    ForeignTrustDomain { id: String, found: String, expected: String },
+    ForeignTrustDomain {
+        id: String,
+        found: String,
+        expected: String,
+    },
     #[error("no trust bundle for trust domain {0}")]
     NoBundle(String),
     #[error("certificate expired at {0:?}")]
@@ -84,7 +94,10 @@ pub enum BundleError {
 }
 
 impl X509Bundle {
-    pub fn new(trust_domain: TrustDomain, roots: Vec<CertificateDer<'static>>) -> Result<Self, BundleError> {
+    pub fn new(
+        trust_domain: TrustDomain,
+        roots: Vec<CertificateDer<'static>>,
+    ) -> Result<Self, BundleError> {
         if roots.is_empty() {
             return Err(BundleError::Empty);
         }
@@ -94,7 +107,10 @@ impl X509Bundle {
                 reason: format!("{e:?}"),
             })?;
         }
-        Ok(Self { trust_domain, roots })
+        Ok(Self {
+            trust_domain,
+            roots,
+        })
     }
 
     /// Reads trust anchors from PEM.
@@ -118,7 +134,12 @@ impl X509Bundle {
 
 impl fmt::Debug for X509Bundle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "X509Bundle({}, {} roots)", self.trust_domain, self.roots.len())
+        write!(
+            f,
+            "X509Bundle({}, {} roots)",
+            self.trust_domain,
+            self.roots.len()
+        )
     }
 }
 
@@ -194,9 +215,12 @@ pub fn inspect_leaf(der: &[u8]) -> Result<LeafInfo, SvidError> {
     if der.len() > MAX_CERT_BYTES {
         return Err(SvidError::CertTooLarge(der.len()));
     }
-    let (rest, cert) = X509Certificate::from_der(der).map_err(|e| SvidError::Malformed(e.to_string()))?;
+    let (rest, cert) =
+        X509Certificate::from_der(der).map_err(|e| SvidError::Malformed(e.to_string()))?;
     if !rest.is_empty() {
-        return Err(SvidError::Malformed("trailing data after certificate".to_owned()));
+        return Err(SvidError::Malformed(
+            "trailing data after certificate".to_owned(),
+        ));
     }
     let san = cert
         .subject_alternative_name()
@@ -214,10 +238,12 @@ pub fn inspect_leaf(der: &[u8]) -> Result<LeafInfo, SvidError> {
         [one] => *one,
         many => return Err(SvidError::MultipleUriSans(many.len())),
     };
-    let spiffe_id: SpiffeId = uri.parse().map_err(|e: crate::id::IdError| SvidError::BadSpiffeId {
-        uri: uri.to_owned(),
-        reason: e.to_string(),
-    })?;
+    let spiffe_id: SpiffeId =
+        uri.parse()
+            .map_err(|e: crate::id::IdError| SvidError::BadSpiffeId {
+                uri: uri.to_owned(),
+                reason: e.to_string(),
+            })?;
     let bc = cert
         .basic_constraints()
         .map_err(|e| SvidError::Malformed(format!("basicConstraints: {e}")))?;
@@ -272,20 +298,29 @@ pub fn verify_x509_svid(
         .iter()
         .filter_map(|r| webpki::anchor_from_trusted_cert(r).ok())
         .collect();
-    let ee = webpki::EndEntityCert::try_from(leaf).map_err(|e| SvidError::Malformed(format!("{e:?}")))?;
+    let ee = webpki::EndEntityCert::try_from(leaf)
+        .map_err(|e| SvidError::Malformed(format!("{e:?}")))?;
     let eku = match usage {
         SvidUsage::Client => webpki::KeyUsage::client_auth(),
         SvidUsage::Server => webpki::KeyUsage::server_auth(),
     };
-    ee.verify_for_usage(webpki::ALL_VERIFICATION_ALGS, &anchors, intermediates, now, eku, None, None)
-        .map_err(|e| match e {
-            webpki::Error::CertExpired { .. } => SvidError::Expired(info.not_after),
-            webpki::Error::CertNotValidYet { .. } => SvidError::NotYetValid(info.not_before),
-            webpki::Error::UnknownIssuer => SvidError::UnknownIssuer,
-            webpki::Error::InvalidSignatureForPublicKey => SvidError::BadSignature,
-            webpki::Error::CaUsedAsEndEntity => SvidError::LeafIsCa,
-            other => SvidError::Path(format!("{other:?}")),
-        })?;
+    ee.verify_for_usage(
+        webpki::ALL_VERIFICATION_ALGS,
+        &anchors,
+        intermediates,
+        now,
+        eku,
+        None,
+        None,
+    )
+    .map_err(|e| match e {
+        webpki::Error::CertExpired { .. } => SvidError::Expired(info.not_after),
+        webpki::Error::CertNotValidYet { .. } => SvidError::NotYetValid(info.not_before),
+        webpki::Error::UnknownIssuer => SvidError::UnknownIssuer,
+        webpki::Error::InvalidSignatureForPublicKey => SvidError::BadSignature,
+        webpki::Error::CaUsedAsEndEntity => SvidError::LeafIsCa,
+        other => SvidError::Path(format!("{other:?}")),
+    })?;
     Ok(VerifiedX509Svid {
         spiffe_id: info.spiffe_id,
         not_after: info.not_after,

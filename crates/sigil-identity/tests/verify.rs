@@ -1,20 +1,25 @@
 //! Table tests for X.509-SVID and JWT-SVID verification: every rejection has a case.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, ExtendedKeyUsagePurpose, IsCa, Issuer,
+    KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls_pki_types::{CertificateDer, UnixTime};
-use sigil_identity::jwt::{b64url, JwtError};
+use sigil_identity::jwt::{JwtError, b64url};
 use sigil_identity::{
-    verify_jwt_svid, verify_x509_svid, Jwk, JwkSet, JwtBundle, SpiffeBundle, SvidError, SvidUsage, TrustDomain,
-    X509Bundle,
+    Jwk, JwkSet, JwtBundle, SpiffeBundle, SvidError, SvidUsage, TrustDomain, X509Bundle,
+    verify_jwt_svid, verify_x509_svid,
 };
 use test_case::test_case;
 
@@ -36,10 +41,17 @@ impl Pki {
         p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         p.subject_alt_names = vec![SanType::URI(format!("spiffe://{td}").try_into().unwrap())];
         let mut dn = DistinguishedName::new();
-        dn.push(rcgen::DnType::CommonName, format!("test CA {}", hex_prefix(root_key.public_key_raw())));
+        dn.push(
+            rcgen::DnType::CommonName,
+            format!("test CA {}", hex_prefix(root_key.public_key_raw())),
+        );
         p.distinguished_name = dn;
         let root = p.self_signed(&root_key).unwrap().der().clone();
-        Self { root, root_params: p, root_key }
+        Self {
+            root,
+            root_params: p,
+            root_key,
+        }
     }
 
     fn bundle(&self, td: &str) -> X509Bundle {
@@ -51,10 +63,15 @@ impl Pki {
         let now = SystemTime::now();
         let mut p = CertificateParams::default();
         p.distinguished_name = DistinguishedName::new();
-        p.subject_alt_names = vec![SanType::URI("spiffe://example.org/ns/a/sa/b".try_into().unwrap())];
+        p.subject_alt_names = vec![SanType::URI(
+            "spiffe://example.org/ns/a/sa/b".try_into().unwrap(),
+        )];
         p.is_ca = IsCa::ExplicitNoCa;
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
         p.not_before = odt(now - Duration::from_secs(60));
         p.not_after = odt(now + Duration::from_secs(3600));
         f(&mut p);
@@ -64,7 +81,11 @@ impl Pki {
 }
 
 fn hex_prefix(b: &[u8]) -> String {
-    b.iter().skip(1).take(8).map(|x| format!("{x:02x}")).collect()
+    b.iter()
+        .skip(1)
+        .take(8)
+        .map(|x| format!("{x:02x}"))
+        .collect()
 }
 
 fn uri(s: &str) -> SanType {
@@ -102,7 +123,9 @@ fn x509_svid(case: Case, want_err: Option<&str>) {
     let now = SystemTime::now();
     let mut leaf = pki.leaf(|p| match case {
         Case::TwoUris => p.subject_alt_names.push(uri("spiffe://example.org/other")),
-        Case::NoUri => p.subject_alt_names = vec![SanType::DnsName("a.example.org".try_into().unwrap())],
+        Case::NoUri => {
+            p.subject_alt_names = vec![SanType::DnsName("a.example.org".try_into().unwrap())]
+        }
         Case::CaLeaf => p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained),
         Case::KeyCertSign => p.key_usages.push(KeyUsagePurpose::KeyCertSign),
         Case::NoKeyUsage => p.key_usages.clear(),
@@ -140,7 +163,10 @@ fn x509_svid(case: Case, want_err: Option<&str>) {
 fn empty_and_huge_chains() {
     let pki = Pki::new("example.org");
     let b = pki.bundle("example.org");
-    assert_eq!(verify_x509_svid(&[], &b, SvidUsage::Client, UnixTime::now()).unwrap_err(), SvidError::EmptyChain);
+    assert_eq!(
+        verify_x509_svid(&[], &b, SvidUsage::Client, UnixTime::now()).unwrap_err(),
+        SvidError::EmptyChain
+    );
     let junk = CertificateDer::from(vec![0u8; 10]);
     assert!(matches!(
         verify_x509_svid(&[junk], &b, SvidUsage::Client, UnixTime::now()),
@@ -158,7 +184,10 @@ fn spiffe_bundle_json_round_trip() {
         jwt: JwtBundle {
             trust_domain: td.clone(),
             keys: JwkSet {
-                keys: vec![Jwk { use_: Some("jwt-svid".to_owned()), ..jwk(&signer, "k1") }],
+                keys: vec![Jwk {
+                    use_: Some("jwt-svid".to_owned()),
+                    ..jwk(&signer, "k1")
+                }],
             },
         },
         sequence: 7,
@@ -173,7 +202,8 @@ fn spiffe_bundle_json_round_trip() {
 }
 
 fn jwt_key() -> EcdsaKeyPair {
-    let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new()).unwrap();
+    let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+        .unwrap();
     EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, doc.as_ref()).unwrap()
 }
 
@@ -182,13 +212,20 @@ fn jwk(k: &EcdsaKeyPair, kid: &str) -> Jwk {
 }
 
 fn sign(k: &EcdsaKeyPair, header: serde_json::Value, claims: serde_json::Value) -> String {
-    let input = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
+    let input = format!(
+        "{}.{}",
+        b64url(header.to_string().as_bytes()),
+        b64url(claims.to_string().as_bytes())
+    );
     let sig = k.sign(&SystemRandom::new(), input.as_bytes()).unwrap();
     format!("{input}.{}", b64url(sig.as_ref()))
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -224,7 +261,15 @@ fn jwt_svid(case: J, want_err: Option<&str>) {
     let other = jwt_key();
     let td = TrustDomain::new("example.org").unwrap();
     let mut bundles = BTreeMap::new();
-    bundles.insert(td.clone(), JwtBundle { trust_domain: td, keys: JwkSet { keys: vec![jwk(&k, "k1")] } });
+    bundles.insert(
+        td.clone(),
+        JwtBundle {
+            trust_domain: td,
+            keys: JwkSet {
+                keys: vec![jwk(&k, "k1")],
+            },
+        },
+    );
     let now = unix_now();
     let mut header = serde_json::json!({"alg": "ES256", "kid": "k1", "typ": "JWT"});
     let mut claims = serde_json::json!({"sub": "spiffe://example.org/ns/a/sa/b", "aud": ["db"], "exp": now + 300, "iat": now});
@@ -238,12 +283,29 @@ fn jwt_svid(case: J, want_err: Option<&str>) {
         J::ForeignTd => claims["sub"] = serde_json::json!("spiffe://evil.org/x"),
         J::AlgNone => header["alg"] = serde_json::json!("none"),
         J::Hs256 => header["alg"] = serde_json::json!("HS256"),
-        J::NoSub => claims.as_object_mut().unwrap().remove("sub").map(drop).unwrap_or(()),
-        J::NoExp => claims.as_object_mut().unwrap().remove("exp").map(drop).unwrap_or(()),
+        J::NoSub => claims
+            .as_object_mut()
+            .unwrap()
+            .remove("sub")
+            .map(drop)
+            .unwrap_or(()),
+        J::NoExp => claims
+            .as_object_mut()
+            .unwrap()
+            .remove("exp")
+            .map(drop)
+            .unwrap_or(()),
         _ => {}
     }
-    let token = if matches!(case, J::Garbage) { "a.b".to_owned() } else { sign(signer, header, claims) };
-    match (want_err, verify_jwt_svid(&token, &bundles, "db", SystemTime::now())) {
+    let token = if matches!(case, J::Garbage) {
+        "a.b".to_owned()
+    } else {
+        sign(signer, header, claims)
+    };
+    match (
+        want_err,
+        verify_jwt_svid(&token, &bundles, "db", SystemTime::now()),
+    ) {
         (None, Ok(v)) => assert_eq!(v.spiffe_id().as_str(), "spiffe://example.org/ns/a/sa/b"),
         (Some(frag), Err(e)) => assert!(e.to_string().contains(frag), "{case:?}: {e}"),
         (want, got) => panic!("{case:?}: wanted {want:?}, got {got:?}"),

@@ -133,3 +133,58 @@ pub(crate) fn validate(raw: RawModels, d: &mut Diags) -> ModelPolicy {
     }
     out
 }
+
+impl ModelRepo {
+    /// The source as a URI: `hf://org/name`, `oci://...`, or the storage URI.
+    pub fn uri(&self) -> String {
+        match self {
+            Self::HuggingFace { repo } => format!("hf://{repo}"),
+            Self::Oci { reference } => format!("oci://{reference}"),
+            Self::Storage { uri } => uri.clone(),
+        }
+    }
+}
+
+impl ModelPolicy {
+    /// The allowed source matching `repo_uri` (`hf://org/name`, ...) pinned at `revision`, if
+    /// any. Default deny: a source with no pinned revision never matches a concrete revision,
+    /// and Hugging Face repo names compare case-insensitively (the Hub treats them so).
+    pub fn allowed_source(&self, repo_uri: &str, revision: &str) -> Option<&ModelSource> {
+        self.sources.iter().find(|s| {
+            let same_repo = match &s.repo {
+                ModelRepo::HuggingFace { .. } => s.repo.uri().eq_ignore_ascii_case(repo_uri),
+                _ => s.repo.uri() == repo_uri,
+            };
+            same_repo
+                && s.revision
+                    .as_deref()
+                    .is_some_and(|r| r.eq_ignore_ascii_case(revision))
+        })
+    }
+}
+
+#[cfg(test)]
+mod source_tests {
+    use super::*;
+
+    #[test]
+    fn allowed_source_needs_repo_and_revision() {
+        let p = ModelPolicy {
+            sources: vec![ModelSource {
+                name: None,
+                repo: ModelRepo::HuggingFace {
+                    repo: "org/m".into(),
+                },
+                revision: Some("a".repeat(40)),
+            }],
+            ..ModelPolicy::default()
+        };
+        assert!(p.allowed_source("hf://org/m", &"a".repeat(40)).is_some());
+        assert!(p.allowed_source("hf://Org/M", &"A".repeat(40)).is_some());
+        assert!(p.allowed_source("hf://org/m", &"b".repeat(40)).is_none());
+        assert!(
+            p.allowed_source("hf://org/other", &"a".repeat(40))
+                .is_none()
+        );
+    }
+}
