@@ -9,6 +9,7 @@
 //! then `Retiring` (still in the bundle until the last SVID it signed expires), then dropped.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::digest;
@@ -81,7 +82,7 @@ pub struct Generation {
     root_key: Zeroizing<Vec<u8>>,
     int_cert: CertificateDer<'static>,
     int_key: Zeroizing<Vec<u8>>,
-    int_signer: KeyPair,
+    issuer: Arc<Issuer<'static, KeyPair>>,
     jwt_kid: String,
     jwt_key: Zeroizing<Vec<u8>>,
     jwt_signer: EcdsaKeyPair,
@@ -259,7 +260,9 @@ impl Generation {
             root_key,
             int_cert: int_cert.der().clone(),
             int_key,
-            int_signer: int_kp,
+            issuer: Arc::new(
+                Issuer::from_ca_cert_der(int_cert.der(), int_kp).map_err(|e| CaError::Sign(e.to_string()))?,
+            ),
             jwt_kid,
             jwt_key,
             jwt_signer,
@@ -302,7 +305,13 @@ impl Generation {
             root_cert: CertificateDer::from(unb64(g, &s.root_cert)?),
             root_key,
             int_cert: CertificateDer::from(unb64(g, &s.int_cert)?),
-            int_signer: load_p256(g, &int_key)?,
+            issuer: {
+                let cert = CertificateDer::from(unb64(g, &s.int_cert)?);
+                Arc::new(
+                    Issuer::from_ca_cert_der(&cert, load_p256(g, &int_key)?)
+                        .map_err(|e| CaError::Corrupt { generation: g, reason: e.to_string() })?,
+                )
+            },
             int_key,
             jwt_kid: s.jwt_kid.clone(),
             jwt_key,
@@ -497,41 +506,29 @@ impl CertificateAuthority {
         ttl: Duration,
         now: SystemTime,
     ) -> Result<IssuedX509, CaError> {
-        self.check_id(id)?;
-        let g = self.active_mut()?;
-        let not_after = (now + ttl).min(g.int_not_after);
-        let mut p = CertificateParams::default();
-        p.distinguished_name = DistinguishedName::new();
-        p.subject_alt_names = vec![SanType::URI(
-            id.as_str()
-                .try_into()
-                .map_err(|e| CaError::Sign(format!("{e}")))?,
-        )];
-        p.is_ca = IsCa::ExplicitNoCa;
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        p.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        p.not_before = odt(now - BACKDATE);
-        p.not_after = odt(not_after);
-        let serial = random_serial()?;
-        let serial_hex = hex::encode(serial.as_ref());
-        p.serial_number = Some(serial);
-        p.use_authority_key_identifier_extension = true;
-        let issuer = Issuer::from_ca_cert_der(&g.int_cert, &g.int_signer)
-            .map_err(|e| CaError::Sign(e.to_string()))?;
-        let cert = p
-            .signed_by(public_key, &issuer)
-            .map_err(|e| CaError::Sign(e.to_string()))?;
-        g.last_signed_expiry = g.last_signed_expiry.max(not_after);
-        Ok(IssuedX509 {
-            spiffe_id: id.clone(),
-            chain: vec![cert.der().clone(), g.int_cert.clone()],
-            serial: serial_hex,
-            not_after,
+        let issued = self.signer()?.sign_svid(id, public_key, ttl, now)?;
+        self.note_signed(issued.generation, issued.not_after);
+        Ok(issued)
+    }
+
+    /// What signing needs, detached from the CA so signatures can be made without holding a
+    /// lock on it. Call [`Self::note_signed`] afterwards.
+    pub fn signer(&self) -> Result<Signer, CaError> {
+        let g = self.active()?;
+        Ok(Signer {
+            td: self.td.clone(),
+            issuer: Arc::clone(&g.issuer),
+            int_cert: g.int_cert.clone(),
             generation: g.id,
+            int_not_after: g.int_not_after,
         })
+    }
+
+    /// Records that `generation` signed something valid until `not_after` (for retirement).
+    pub fn note_signed(&mut self, generation: u64, not_after: SystemTime) {
+        if let Some(g) = self.generations.iter_mut().find(|g| g.id == generation) {
+            g.last_signed_expiry = g.last_signed_expiry.max(not_after);
+        }
     }
 
     /// Makes a fresh P-256 key and an SVID for it (tests, the demo, the server's own cert).
@@ -580,10 +577,8 @@ impl CertificateAuthority {
         p.not_after = odt((now + ttl).min(g.int_not_after));
         p.serial_number = Some(random_serial()?);
         p.use_authority_key_identifier_extension = true;
-        let issuer = Issuer::from_ca_cert_der(&g.int_cert, &g.int_signer)
-            .map_err(|e| CaError::Sign(e.to_string()))?;
         let cert = p
-            .signed_by(&kp, &issuer)
+            .signed_by(&kp, g.issuer.as_ref())
             .map_err(|e| CaError::Sign(e.to_string()))?;
         g.last_signed_expiry = g.last_signed_expiry.max(now + ttl);
         Ok((
@@ -706,5 +701,70 @@ impl CertificateAuthority {
             self.sequence += 1;
         }
         gone
+    }
+}
+
+/// The active signing CA, detached from [`CertificateAuthority`] (see [`CertificateAuthority::signer`]).
+pub struct Signer {
+    td: TrustDomain,
+    issuer: Arc<Issuer<'static, KeyPair>>,
+    int_cert: CertificateDer<'static>,
+    generation: u64,
+    int_not_after: SystemTime,
+}
+
+impl fmt::Debug for Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Signer({}, generation {}, <key redacted>)", self.td, self.generation)
+    }
+}
+
+impl Signer {
+    /// Signs an X.509-SVID for `id` over the public key of a validated CSR.
+    pub fn sign_csr(&self, id: &SpiffeId, csr: &ValidCsr, ttl: Duration, now: SystemTime) -> Result<IssuedX509, CaError> {
+        let spki = SubjectPublicKeyInfo::from_der(csr.spki_der()).map_err(|e| CaError::Sign(e.to_string()))?;
+        self.sign_svid(id, &spki, ttl, now)
+    }
+
+    /// Signs an X.509-SVID exactly per the SPIFFE X509-SVID standard: one URI SAN, cA=false,
+    /// critical keyUsage digitalSignature, EKU serverAuth+clientAuth, notAfter capped by the CA's.
+    pub fn sign_svid(
+        &self,
+        id: &SpiffeId,
+        public_key: &impl rcgen::PublicKeyData,
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Result<IssuedX509, CaError> {
+        if !id.is_member_of(&self.td) {
+            return Err(CaError::ForeignId {
+                id: id.to_string(),
+                td: self.td.to_string(),
+            });
+        }
+        let not_after = (now + ttl).min(self.int_not_after);
+        let mut p = CertificateParams::default();
+        p.distinguished_name = DistinguishedName::new();
+        p.subject_alt_names = vec![SanType::URI(
+            id.as_str().try_into().map_err(|e| CaError::Sign(format!("{e}")))?,
+        )];
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        p.not_before = odt(now - BACKDATE);
+        p.not_after = odt(not_after);
+        let serial = random_serial()?;
+        let serial_hex = hex::encode(serial.as_ref());
+        p.serial_number = Some(serial);
+        p.use_authority_key_identifier_extension = true;
+        let cert = p
+            .signed_by(public_key, self.issuer.as_ref())
+            .map_err(|e| CaError::Sign(e.to_string()))?;
+        Ok(IssuedX509 {
+            spiffe_id: id.clone(),
+            chain: vec![cert.der().clone(), self.int_cert.clone()],
+            serial: serial_hex,
+            not_after,
+            generation: self.generation,
+        })
     }
 }

@@ -109,3 +109,37 @@ pub fn validate(
         node: str_at(k, &["node", "name"]).map(str::to_owned),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake_cluster::FakeCluster;
+
+    fn clusters(fake: &FakeCluster) -> Vec<TrustedCluster> {
+        vec![TrustedCluster {
+            trust: ClusterTrust {
+                cluster: "t".into(),
+                issuer: fake.issuer.clone(),
+                audiences: vec!["sigil".into()],
+                jwks_file: "jwks.json".into(),
+            },
+            keys: fake.jwks(),
+        }]
+    }
+
+    #[test]
+    fn valid_token_maps_claims() {
+        let fake = FakeCluster::new("https://k").unwrap();
+        let id = validate(&fake.token("ns1", "sa1", "sigil"), &clusters(&fake), SystemTime::now()).unwrap();
+        assert_eq!((id.namespace.as_str(), id.service_account.as_str()), ("ns1", "sa1"));
+        assert_eq!(id.pod_name.as_deref(), Some("sa1-0"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_tokens_never_panic(s in "[A-Za-z0-9_.-]{0,400}") {
+            let fake = FakeCluster::new("https://k").unwrap();
+            let _ = validate(&s, &clusters(&fake), SystemTime::now());
+        }
+    }
+}

@@ -279,32 +279,29 @@ fn attest(state: &AppState, proof: &Proof) -> Result<Attested, ApiError> {
     }
 }
 
-async fn issue_x509(
+/// Signs an X.509-SVID and records it durably (store + audit log, group-committed) before
+/// returning it. This is the one issuance path; the handlers and the benchmark use it.
+pub async fn issue_x509_recorded(
     state: &AppState,
     id: &SpiffeId,
     csr: &ValidCsr,
     detail: String,
     kind: &str,
-) -> Result<X509Answer, ApiError> {
+) -> Result<(IssuedX509, String), ApiError> {
     let started = Instant::now();
     let ttl = state.policy.svid.x509_ttl;
-    let (issued, bundle): (IssuedX509, String) = {
-        let mut ca = state
-            .ca
-            .lock()
-            .map_err(|_| ApiError::internal("CA lock poisoned"))?;
-        let issued = ca
-            .issue_x509_svid(id, csr, ttl, SystemTime::now())
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        (
-            issued,
-            state
-                .bundle
-                .current()
-                .map(|b| b.to_pem())
-                .unwrap_or_default(),
-        )
-    };
+    // Sign outside the CA lock, so both cores sign; the lock only hands out the active signer
+    // and records the expiry for rotation.
+    let signer = state.ca.lock().map_err(|_| ApiError::internal("CA lock poisoned"))?.signer().map_err(|e| ApiError::internal(e.to_string()))?;
+    let issued: IssuedX509 = signer
+        .sign_csr(id, csr, ttl, SystemTime::now())
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    state
+        .ca
+        .lock()
+        .map_err(|_| ApiError::internal("CA lock poisoned"))?
+        .note_signed(issued.generation, issued.not_after);
+    let bundle = state.bundle_pem.read().map(|b| b.clone()).unwrap_or_default();
     let mut e = event("x509_svid_issued");
     e.spiffe_id = Some(id.to_string());
     e.serial = Some(issued.serial.clone());
@@ -316,22 +313,14 @@ async fn issue_x509(
         not_after: unix(issued.not_after),
         generation: issued.generation,
     };
-    state
-        .journal
-        .commit(vec![e], Some(rec))
-        .await
-        .map_err(ApiError::internal)?;
-    state
-        .metrics
-        .issued
-        .get_or_create(&super::metrics::KindLabel {
-            kind: kind.to_owned(),
-        })
-        .inc();
-    state
-        .metrics
-        .issue_seconds
-        .observe(started.elapsed().as_secs_f64());
+    state.journal.commit(vec![e], Some(rec)).await.map_err(ApiError::internal)?;
+    state.metrics.issued.get_or_create(&super::metrics::KindLabel { kind: kind.to_owned() }).inc();
+    state.metrics.issue_seconds.observe(started.elapsed().as_secs_f64());
+    Ok((issued, bundle))
+}
+
+async fn issue_x509(state: &AppState, id: &SpiffeId, csr: &ValidCsr, detail: String, kind: &str) -> Result<X509Answer, ApiError> {
+    let (issued, bundle) = issue_x509_recorded(state, id, csr, detail, kind).await?;
     tracing::info!(spiffe_id = %id, serial = %issued.serial, kind, "issued X.509-SVID");
     Ok(X509Answer {
         spiffe_id: id.to_string(),

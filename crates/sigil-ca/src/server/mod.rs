@@ -6,6 +6,8 @@
 //! TLS certificate is issued by the Sigil CA and renewed in the background.
 
 mod handlers;
+
+pub use handlers::{issue_x509_recorded, ApiError};
 pub mod journal;
 pub mod metrics;
 
@@ -108,6 +110,8 @@ pub fn load_clusters(policy: &Policy, require: bool) -> Result<Vec<TrustedCluste
 pub struct AppState {
     pub ca: Mutex<CertificateAuthority>,
     pub bundle: Arc<SharedBundle>,
+    /// PEM of `bundle`, kept in step with it (returned with every SVID).
+    pub bundle_pem: RwLock<String>,
     pub store: Arc<Store>,
     pub journal: journal::Journal,
     pub policy: Policy,
@@ -243,6 +247,7 @@ impl Bound {
                 reason: e.to_string(),
             }
         })?;
+        let bundle_pem = RwLock::new(bundle_now.to_pem());
         let bundle = SharedBundle::new(bundle_now);
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let tls = rustls::ServerConfig::builder_with_provider(provider)
@@ -259,6 +264,7 @@ impl Bound {
         let state = Arc::new(AppState {
             ca: Mutex::new(ca),
             bundle,
+            bundle_pem,
             journal: journal::Journal::start(store.clone(), audit),
             store,
             policy: cfg.policy,
@@ -366,6 +372,9 @@ async fn maintain(state: Arc<AppState>, certs: Arc<CertSlot>, sans: (Vec<String>
         if !pruned.is_empty() {
             tracing::info!(?pruned, "retired CA generations whose last SVID expired");
             if let Ok(b) = ca.bundle() {
+                if let Ok(mut pem) = state.bundle_pem.write() {
+                    *pem = b.to_pem();
+                }
                 state.bundle.replace(b);
             }
             if let Err(e) = state.store.save_ca(&ca) {
