@@ -419,6 +419,13 @@ async fn join_token_agent_flow_and_restart_keeps_state() {
             .await,
     );
     assert_eq!(s, 401);
+    // Renewal over mTLS re-registers the node key: the new key re-attests, the old one no longer does.
+    let renewed_key = KeyAndCsr::generate().unwrap();
+    let renewed = agent_client.renew(&renewed_key.csr_pem).await.unwrap();
+    assert_eq!(renewed.spiffe_id, agent.spiffe_id);
+    let (s, code, _) = refused(c.reattest("gpu-1", &KeyAndCsr::from_key_pem(&node_key.key_pem).unwrap().csr_pem).await);
+    assert_eq!((s, code.as_str()), (401, "wrong_node_key"));
+    let node_key = renewed_key;
     // Re-attestation proves the registered node key; another key is refused.
     let same = KeyAndCsr::from_key_pem(&node_key.key_pem).unwrap();
     let re = c.reattest("gpu-1", &same.csr_pem).await.unwrap();
