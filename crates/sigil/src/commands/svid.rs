@@ -193,3 +193,21 @@ async fn renew_once(
     let ans = client.reattest(&node, &same.csr_pem).await?;
     save(&a.out, &ans, &same)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_is_at_half_life_with_bounded_jitter() {
+        let nb = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let na = nb + Duration::from_secs(3600);
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            let d = renew_delay(nb, na).as_secs_f64();
+            assert!((1620.0..=1980.0).contains(&d), "{d}");
+            seen.insert(d as u64);
+        }
+        assert!(seen.len() > 10, "jitter must vary: {seen:?}");
+    }
+}
