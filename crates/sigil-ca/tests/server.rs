@@ -39,6 +39,8 @@ workloads:
     spiffeId: spiffe://test.example.org/ns/shared/sa/app/b
     kubernetes: { namespace: shared, serviceAccount: app, podLabels: { app: b } }
 attestation:
+  agentServiceAccounts:
+    - { namespace: sigil-system, serviceAccount: sigil-agent }
   kubernetes:
     - cluster: test
       issuer: https://kubernetes.test
@@ -491,6 +493,27 @@ async fn join_token_agent_flow_and_restart_keeps_state() {
     srv.stop().await;
     let v = sigil_ca::audit::verify(&dir.path().join("data/audit.jsonl")).unwrap();
     assert!(v.lines >= 8, "{v:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_daemonset_token_attests_its_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = FakeCluster::new(ISSUER).unwrap();
+    let srv = start(dir.path(), &cluster).await;
+    let key = KeyAndCsr::generate().unwrap();
+    let ans = srv.client().attest_x509(&k8s(cluster.token("sigil-system", "sigil-agent", "sigil")), &key.csr_pem).await.unwrap();
+    // FakeCluster binds its tokens to node-1.
+    assert_eq!(ans.spiffe_id, "spiffe://test.example.org/sigil/agent/node-1");
+    let agent = Client::new(&srv.url, &srv.bundle, Some((&ans.svid, &key.key_pem))).unwrap();
+    let wl = KeyAndCsr::generate().unwrap();
+    agent.agent_x509("spiffe://test.example.org/ns/rag/sa/rag-api", &wl.csr_pem).await.unwrap();
+    // Without a node claim the token attests nothing.
+    let mut c = cluster.claims("sigil-system", "sigil-agent", "sigil", Duration::from_secs(600));
+    c["kubernetes.io"].as_object_mut().unwrap().remove("node");
+    let (s, _, reason) = refused(srv.client().attest_x509(&k8s(cluster.sign(&c)), &key.csr_pem).await);
+    assert_eq!(s, 401);
+    assert!(reason.contains("node claim"), "{reason}");
+    srv.stop().await;
 }
 
 #[test]

@@ -17,6 +17,15 @@ pub(crate) struct RawAttestation {
     kubernetes: Vec<RawCluster>,
     #[serde(default)]
     join_token_ttl: Option<Spanned<String>>,
+    #[serde(default)]
+    agent_service_accounts: Vec<RawAgentSa>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawAgentSa {
+    namespace: String,
+    service_account: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -45,6 +54,9 @@ pub struct ClusterTrust {
 pub struct Attestation {
     pub kubernetes: Vec<ClusterTrust>,
     pub join_token_ttl: Duration,
+    /// Service accounts (`namespace`, `name`) of the agent DaemonSet: a token of one of these
+    /// attests the *node* named in the token's `kubernetes.io.node` claim.
+    pub agent_service_accounts: Vec<(String, String)>,
 }
 
 impl Default for Attestation {
@@ -52,6 +64,7 @@ impl Default for Attestation {
         Self {
             kubernetes: Vec::new(),
             join_token_ttl: Duration::from_secs(3600),
+            agent_service_accounts: Vec::new(),
         }
     }
 }
@@ -64,6 +77,11 @@ pub(crate) fn validate(raw: RawAttestation, d: &mut Diags) -> Attestation {
             Err(e) => d.push(Diagnostic::new(&t, "attestation.joinTokenTtl", &t.value, e)),
         }
     }
+    a.agent_service_accounts = raw
+        .agent_service_accounts
+        .into_iter()
+        .map(|s| (s.namespace, s.service_account))
+        .collect();
     for (i, c) in raw.kubernetes.into_iter().enumerate() {
         if !c.issuer.value.starts_with("https://") {
             d.push(

@@ -130,3 +130,13 @@ fn policy_check_exit_codes() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.yaml:8:") && err.contains("flows[0].to") && err.contains("unknown workload"), "{err}");
 }
+
+#[test]
+fn demo_runs_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = sigil(tmp.path(), &["demo"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("every check behaved as the policy says"), "{stdout}");
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+}

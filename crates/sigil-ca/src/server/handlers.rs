@@ -196,6 +196,28 @@ fn attest(state: &AppState, proof: &Proof) -> Result<Attested, ApiError> {
         (Some(token), None) => {
             let k = crate::k8s::validate(token, &state.clusters, SystemTime::now())
                 .map_err(|e| ApiError::unauthorized("bad_token", e.to_string()))?;
+            let is_agent = state
+                .policy
+                .attestation
+                .agent_service_accounts
+                .iter()
+                .any(|(ns, sa)| *ns == k.namespace && *sa == k.service_account);
+            if is_agent {
+                // The agent DaemonSet: the token attests the node it is bound to.
+                let node = k.node.clone().ok_or_else(|| {
+                    ApiError::unauthorized("bad_token", "agent token has no kubernetes.io node claim; hint: use a projected token of a pod (bound to its node)")
+                })?;
+                let id = state
+                    .policy
+                    .trust_domain
+                    .id(&format!("/sigil/agent/{node}"))
+                    .map_err(|e| ApiError::bad("bad_node", e.to_string()))?;
+                return Ok(Attested::Node {
+                    node,
+                    id,
+                    token_hash: format!("k8s:{}/{}", k.namespace, k.service_account),
+                });
+            }
             let candidates: Vec<_> = state
                 .policy
                 .workloads
@@ -406,7 +428,7 @@ async fn attest_x509(
                 &state,
                 &id,
                 &valid,
-                format!("node={node} join_token_sha256={token_hash}"),
+                format!("node={node} proof={token_hash}"),
                 "agent",
             )
             .await

@@ -60,8 +60,16 @@ async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
         dir.join("cluster-jwks.json"),
         serde_json::to_vec_pretty(&cluster.jwks())?,
     )?;
-    let policy = Policy::parse(EXAMPLE_POLICY, &dir.join("sigil.yaml"))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // The example policy plus one workload for whoever runs the demo, so a process of theirs can
+    // get an identity from the node agent (its selector is the caller's uid, checked by the kernel).
+    let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self")?);
+    let policy_text = EXAMPLE_POLICY.replacen(
+        "workloads:\n",
+        &format!("workloads:\n  - name: demo-shell\n    spiffeId: spiffe://ai.example.org/demo/shell\n    unix: {{ uid: {uid} }}\n"),
+        1,
+    );
+    let policy =
+        Policy::parse(&policy_text, &dir.join("sigil.yaml")).map_err(|e| anyhow::anyhow!("{e}"))?;
     let td = policy.trust_domain.clone();
 
     println!(
@@ -215,9 +223,16 @@ async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
+    println!(
+        "\n6. A process on a node gets its identity from the local agent (SPIFFE Workload API)"
+    );
+    if let Err(e) = agent_step(&mut r, &dir, &url, &bundle, &policy).await {
+        r.fail("agent", format!("{e:#}"));
+    }
+
     let _ = stop.send(());
     let _ = server.await;
-    println!("\n6. Every issuance and refusal is in the hash-chained audit log");
+    println!("\n7. Every issuance and refusal is in the hash-chained audit log");
     match sigil_ca::audit::verify(&dir.join("audit.jsonl")) {
         Ok(v) => r.ok("audit log", format!("{} records, chain intact", v.lines)),
         Err(e) => r.fail("audit log", e),
@@ -239,13 +254,93 @@ async fn server_state_token(
     url: &str,
     bundle: &sigil_identity::X509Bundle,
 ) -> anyhow::Result<String> {
+    server_state_token_for(dir, url, bundle, "gpu-node-1").await
+}
+
+async fn server_state_token_for(
+    dir: &std::path::Path,
+    url: &str,
+    bundle: &sigil_identity::X509Bundle,
+    node: &str,
+) -> anyhow::Result<String> {
     let admin = std::fs::read_to_string(dir.join("admin.token"))?;
     let client = Client::new(url, bundle, None)?;
     let v = client
-        .create_join_token(admin.trim(), "gpu-node-1", Some("10m"))
+        .create_join_token(admin.trim(), node, Some("10m"))
         .await?;
     v.get("token")
         .and_then(|t| t.as_str())
         .map(str::to_owned)
         .context("no token in answer")
+}
+
+/// Starts `sigil agent` in-process against the demo server (join token), then runs
+/// `sigil agent fetch` as a separate process over the Workload API socket.
+async fn agent_step(
+    r: &mut Report,
+    dir: &std::path::Path,
+    url: &str,
+    bundle: &sigil_identity::X509Bundle,
+    policy: &Policy,
+) -> anyhow::Result<()> {
+    use std::sync::Arc;
+
+    use sigil_agent::cache::RotationSettings;
+    use sigil_agent::metrics::Metrics;
+    use sigil_agent::server::{NodeProof, ServerAuthority, ServerSettings};
+    use sigil_agent::{Agent, AgentConfig};
+
+    let token = server_state_token_for(dir, url, bundle, "gpu-node-2").await?;
+    let token_file = dir.join("gpu-node-2.join-token");
+    std::fs::write(&token_file, token)?;
+    let metrics = Arc::new(Metrics::new());
+    let authority = ServerAuthority::connect(
+        ServerSettings {
+            url: url.to_owned(),
+            bundle_pem: bundle.to_pem().into_bytes(),
+            trust_domain: policy.trust_domain.clone(),
+            node: "gpu-node-2".to_owned(),
+            data_dir: dir.join("agent"),
+            proof: Some(NodeProof::JoinTokenFile(token_file)),
+        },
+        metrics.clone(),
+    )
+    .await?;
+    let (node_id, _) = authority.node_identity().await;
+    r.ok("agent attested", node_id);
+    let socket = dir.join("agent.sock");
+    let agent = Agent::start(AgentConfig {
+        socket_path: socket.clone(),
+        policy: policy.clone(),
+        authority,
+        kubelet: None,
+        metrics_addr: None,
+        rotation: RotationSettings::default(),
+        allow_unauthenticated_verifiers: false,
+        proc_root: std::path::PathBuf::from("/proc"),
+        metrics,
+    })
+    .await?;
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.args(["agent", "fetch", "--jwt-audience", "s3.ai.example.org"])
+        .env(
+            "SPIFFE_ENDPOINT_SOCKET",
+            format!("unix://{}", socket.display()),
+        )
+        .env("NO_COLOR", "1");
+    let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if out.status.success() && stdout.contains("spiffe://ai.example.org/demo/shell") {
+        r.ok(
+            "workload (this process's uid)",
+            "got and verified spiffe://ai.example.org/demo/shell and a JWT-SVID over the Workload API",
+        );
+    } else {
+        r.fail(
+            "workload via agent",
+            format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)),
+        );
+    }
+    agent.shutdown().await;
+    Ok(())
 }
