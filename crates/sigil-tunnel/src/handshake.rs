@@ -1,0 +1,301 @@
+//! Drives a rustls handshake over a TCP socket with the unbuffered API, then hands the connection
+//! over as a [`KernelConnection`] plus traffic secrets.
+//!
+//! Reads are whole records only (header, then exactly the body), so the handshake never consumes
+//! a byte of application data: what follows the peer's `Finished` stays in the socket for the
+//! data path (user-space record layer or kernel TLS).
+
+use std::sync::Arc;
+
+use rustls::client::UnbufferedClientConnection;
+use rustls::kernel::KernelConnection;
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{ConnectionState, EncodeError, UnbufferedStatus};
+use rustls::{ConnectionTrafficSecrets, ExtractedSecrets, SupportedCipherSuite};
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::record::HEADER_LEN;
+
+/// Largest record accepted during the handshake (2^14 + 2048, the TLSCiphertext limit).
+const MAX_HANDSHAKE_RECORD: usize = 16 * 1024 + 2048;
+/// Largest amount of handshake data buffered (rustls caps handshake messages at 64 KiB).
+const MAX_HANDSHAKE_BUFFER: usize = 128 * 1024;
+
+/// Why a handshake failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("i/o during handshake: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("tls: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("peer closed the connection during the handshake")]
+    Closed,
+    #[error("handshake protocol error: {0}")]
+    Protocol(String),
+}
+
+/// The rustls key schedule, kept after the handshake for KeyUpdate.
+pub(crate) trait Rekey: Send {
+    fn update_tx(&mut self) -> Result<(u64, ConnectionTrafficSecrets), rustls::Error>;
+    fn update_rx(&mut self) -> Result<(u64, ConnectionTrafficSecrets), rustls::Error>;
+}
+
+impl<D> Rekey for KernelConnection<D>
+where
+    KernelConnection<D>: Send,
+{
+    fn update_tx(&mut self) -> Result<(u64, ConnectionTrafficSecrets), rustls::Error> {
+        self.update_tx_secret()
+    }
+    fn update_rx(&mut self) -> Result<(u64, ConnectionTrafficSecrets), rustls::Error> {
+        self.update_rx_secret()
+    }
+}
+
+/// A finished handshake.
+pub(crate) struct Established {
+    pub secrets: ExtractedSecrets,
+    pub rekey: Box<dyn Rekey>,
+    pub suite: SupportedCipherSuite,
+    pub kx_group: Option<rustls::NamedGroup>,
+    pub peer_certs: Vec<CertificateDer<'static>>,
+}
+
+impl std::fmt::Debug for Established {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Established")
+            .field("suite", &self.suite.suite())
+            .field("kx_group", &self.kx_group)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The two sides of the unbuffered API, behind one interface.
+pub(crate) trait Side: Sized {
+    type Data: 'static;
+    fn process<'c, 'i>(&'c mut self, buf: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data>;
+    fn finish(self) -> Result<Established, rustls::Error>;
+}
+
+impl Side for UnbufferedServerConnection {
+    type Data = rustls::server::ServerConnectionData;
+    fn process<'c, 'i>(&'c mut self, buf: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(buf)
+    }
+    fn finish(self) -> Result<Established, rustls::Error> {
+        let common: &rustls::CommonState = &self;
+        let (suite, kx, peers) = (
+            common.negotiated_cipher_suite(),
+            common.negotiated_key_exchange_group().map(|g| g.name()),
+            common.peer_certificates().map(<[_]>::to_vec),
+        );
+        let (secrets, kconn) = self.dangerous_into_kernel_connection()?;
+        Ok(Established {
+            secrets,
+            rekey: Box::new(kconn),
+            suite: suite.ok_or(rustls::Error::HandshakeNotComplete)?,
+            kx_group: kx,
+            peer_certs: peers.unwrap_or_default(),
+        })
+    }
+}
+
+impl Side for UnbufferedClientConnection {
+    type Data = rustls::client::ClientConnectionData;
+    fn process<'c, 'i>(&'c mut self, buf: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(buf)
+    }
+    fn finish(self) -> Result<Established, rustls::Error> {
+        let common: &rustls::CommonState = &self;
+        let (suite, kx, peers) = (
+            common.negotiated_cipher_suite(),
+            common.negotiated_key_exchange_group().map(|g| g.name()),
+            common.peer_certificates().map(<[_]>::to_vec),
+        );
+        let (secrets, kconn) = self.dangerous_into_kernel_connection()?;
+        Ok(Established {
+            secrets,
+            rekey: Box::new(kconn),
+            suite: suite.ok_or(rustls::Error::HandshakeNotComplete)?,
+            kx_group: kx,
+            peer_certs: peers.unwrap_or_default(),
+        })
+    }
+}
+
+/// Starts a server-side connection.
+pub(crate) fn server(
+    config: Arc<rustls::ServerConfig>,
+) -> Result<UnbufferedServerConnection, rustls::Error> {
+    UnbufferedServerConnection::new(config)
+}
+
+/// Starts a client-side connection; the name is not checked (SVIDs carry none), so the peer's
+/// IP address is used and no SNI is sent.
+pub(crate) fn client(
+    config: Arc<rustls::ClientConfig>,
+    peer: std::net::IpAddr,
+) -> Result<UnbufferedClientConnection, rustls::Error> {
+    UnbufferedClientConnection::new(config, ServerName::IpAddress(peer.into()))
+}
+
+enum Step {
+    Read,
+    Write,
+    Done,
+}
+
+/// Runs the handshake to completion.
+pub(crate) async fn run<S: Side>(
+    mut conn: S,
+    sock: &mut TcpStream,
+) -> Result<Established, HandshakeError> {
+    let mut inbuf = vec![0u8; MAX_HANDSHAKE_RECORD + HEADER_LEN];
+    let mut used = 0usize;
+    let mut out: Vec<u8> = vec![0u8; 8 * 1024];
+    let mut out_len = 0usize;
+    loop {
+        let incoming = inbuf
+            .get_mut(..used)
+            .ok_or_else(|| HandshakeError::Protocol("buffer accounting".to_owned()))?;
+        let UnbufferedStatus { discard, state } = conn.process(incoming);
+        let state = match state {
+            Ok(s) => s,
+            Err(e) => {
+                if discard > 0 {
+                    inbuf.copy_within(discard..used, 0);
+                    used -= discard;
+                }
+                flush_alert(&mut conn, inbuf.get_mut(..used).unwrap_or_default(), sock).await;
+                return Err(e.into());
+            }
+        };
+        let step = match state {
+            ConnectionState::EncodeTlsData(mut enc) => loop {
+                let room = out.get_mut(out_len..).unwrap_or_default();
+                match enc.encode(room) {
+                    Ok(n) => {
+                        out_len += n;
+                        break None;
+                    }
+                    Err(EncodeError::InsufficientSize(e)) => {
+                        out.resize(out_len + e.required_size, 0);
+                    }
+                    Err(e) => return Err(HandshakeError::Protocol(e.to_string())),
+                }
+            },
+            ConnectionState::TransmitTlsData(t) => {
+                t.done();
+                Some(Step::Write)
+            }
+            ConnectionState::BlockedHandshake => Some(Step::Read),
+            ConnectionState::WriteTraffic(_) => Some(Step::Done),
+            ConnectionState::PeerClosed | ConnectionState::Closed => {
+                return Err(HandshakeError::Closed);
+            }
+            other => {
+                return Err(HandshakeError::Protocol(format!(
+                    "unexpected state during handshake: {other:?}"
+                )));
+            }
+        };
+        if discard > 0 {
+            inbuf.copy_within(discard..used, 0);
+            used -= discard;
+        }
+        match step {
+            None => {}
+            Some(Step::Write) => {
+                let data = out.get(..out_len).unwrap_or_default();
+                sock.write_all(data).await?;
+                out_len = 0;
+            }
+            Some(Step::Read) => read_record(sock, &mut inbuf, &mut used).await?,
+            Some(Step::Done) => {
+                if out_len > 0 {
+                    let data = out.get(..out_len).unwrap_or_default();
+                    sock.write_all(data).await?;
+                }
+                if used != 0 {
+                    return Err(HandshakeError::Protocol(format!(
+                        "{used} bytes of unprocessed data after the handshake"
+                    )));
+                }
+                return Ok(conn.finish()?);
+            }
+        }
+    }
+}
+
+/// After a handshake error rustls has queued a fatal alert (`access_denied`, `bad_certificate`,
+/// `certificate_required`, ...): send it, best effort, so the peer learns why.
+async fn flush_alert<S: Side>(conn: &mut S, incoming: &mut [u8], sock: &mut TcpStream) {
+    let mut out = vec![0u8; 512];
+    let mut len = 0;
+    for _ in 0..4 {
+        let status = conn.process(incoming);
+        match status.state {
+            Ok(ConnectionState::EncodeTlsData(mut enc)) => {
+                if let Ok(n) = enc.encode(out.get_mut(len..).unwrap_or_default()) {
+                    len += n;
+                }
+            }
+            Ok(ConnectionState::TransmitTlsData(t)) => {
+                t.done();
+                break;
+            }
+            _ => break,
+        }
+    }
+    if let Some(data) = out.get(..len).filter(|d| !d.is_empty()) {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), sock.write_all(data)).await;
+    }
+}
+
+/// Appends exactly one TLS record to `buf`.
+async fn read_record(
+    sock: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    used: &mut usize,
+) -> Result<(), HandshakeError> {
+    let mut header = [0u8; HEADER_LEN];
+    match sock.read_exact(&mut header).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            return Err(HandshakeError::Closed);
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let [_, _, _, l0, l1] = header;
+    let len = usize::from(u16::from_be_bytes([l0, l1]));
+    if len > MAX_HANDSHAKE_RECORD {
+        return Err(HandshakeError::Protocol(format!(
+            "record of {len} bytes during the handshake"
+        )));
+    }
+    let end = *used + HEADER_LEN + len;
+    if end > MAX_HANDSHAKE_BUFFER {
+        return Err(HandshakeError::Protocol(
+            "handshake larger than 128 KiB".to_owned(),
+        ));
+    }
+    if buf.len() < end {
+        buf.resize(end, 0);
+    }
+    let slot = buf
+        .get_mut(*used..end)
+        .ok_or_else(|| HandshakeError::Protocol("buffer accounting".to_owned()))?;
+    let (h, body) = slot.split_at_mut(HEADER_LEN);
+    h.copy_from_slice(&header);
+    match sock.read_exact(body).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            return Err(HandshakeError::Closed);
+        }
+        Err(e) => return Err(e.into()),
+    }
+    *used = end;
+    Ok(())
+}
