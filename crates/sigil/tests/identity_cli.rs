@@ -140,3 +140,18 @@ fn demo_runs_end_to_end() {
     assert!(stdout.contains("every check behaved as the policy says"), "{stdout}");
     assert!(!stdout.contains("FAIL"), "{stdout}");
 }
+
+#[test]
+fn ca_init_refuses_to_overwrite() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let out = sigil(dir, &["ca", "init", "--data-dir", "data"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bundle = std::fs::read_to_string(dir.join("data/bundle.pem")).unwrap();
+    let out = sigil(dir, &["ca", "init", "--data-dir", "data"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already has a CA"));
+    assert_eq!(std::fs::read_to_string(dir.join("data/bundle.pem")).unwrap(), bundle, "nothing lost");
+    let mode = std::fs::metadata(dir.join("data")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+}
