@@ -1,0 +1,517 @@
+//! Our own ZIP reader (central directory first, like Python's `zipfile` and PyTorch's miniz
+//! reader), with ZIP64. Every disagreement a loader might resolve differently from a scanner is
+//! itself a finding: local/central name or size mismatch, bad CRC, encryption, duplicate names,
+//! overlapping members, data before the first member, names escaping the extraction directory.
+//!
+//! Then the layout decides the format: PyTorch (`*/data.pkl`), TorchScript (`*/code/`,
+//! `*/constants.pkl`), NumPy `.npz`, Keras v3 (`config.json` + `model.weights.h5`), or a plain
+//! archive whose members are detected and scanned from their own bytes.
+
+use std::collections::HashMap;
+use std::io::Read;
+
+use crate::formats::{keras, torchscript};
+use crate::report::{Category, Format, Verdict};
+use crate::scan::{Ctx, join, scan_slice, spill_or_report};
+use crate::source::Slice;
+
+const EOCD_SIG: u32 = 0x0605_4b50;
+const EOCD64_LOC_SIG: u32 = 0x0706_4b50;
+const EOCD64_SIG: u32 = 0x0606_4b50;
+const CENTRAL_SIG: u32 = 0x0201_4b50;
+const LOCAL_SIG: u32 = 0x0403_4b50;
+
+/// One member from the central directory.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub name: String,
+    pub method: u16,
+    pub flags: u16,
+    pub crc: u32,
+    pub csize: u64,
+    pub usize: u64,
+    pub local_offset: u64,
+    /// Offset of the data, from the local header.
+    pub data_offset: u64,
+}
+
+fn u16_at(b: &[u8], i: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(b.get(i..i + 2)?.try_into().ok()?))
+}
+fn u32_at(b: &[u8], i: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(i..i + 4)?.try_into().ok()?))
+}
+fn u64_at(b: &[u8], i: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(i..i + 8)?.try_into().ok()?))
+}
+
+/// Reads the central directory. Structural problems are pushed to `ctx`.
+pub(crate) fn read_entries(ctx: &mut Ctx<'_>, inner: &str, s: &Slice) -> Option<Vec<Entry>> {
+    let len = s.len();
+    let tail_len = len.min(65_557);
+    let tail = s
+        .bytes_at(len - tail_len, tail_len as usize)
+        .ok()
+        .flatten()?;
+    let Some(eocd_rel) = (0..tail.len().saturating_sub(21))
+        .rev()
+        .find(|&i| u32_at(&tail, i) == Some(EOCD_SIG))
+    else {
+        ctx.malformed(
+            inner,
+            0,
+            "end of central directory",
+            "zip has no end-of-central-directory record (truncated archive?)",
+        );
+        return None;
+    };
+    let eocd_off = len - tail_len + eocd_rel as u64;
+    let e = tail.get(eocd_rel..)?;
+    let mut count = u64::from(u16_at(e, 10)?);
+    let mut cd_size = u64::from(u32_at(e, 12)?);
+    let mut cd_off = u64::from(u32_at(e, 16)?);
+    if count == 0xffff || cd_off == 0xffff_ffff || cd_size == 0xffff_ffff {
+        let loc = eocd_off
+            .checked_sub(20)
+            .and_then(|o| s.bytes_at(o, 20).ok().flatten());
+        match loc {
+            Some(l) if u32_at(&l, 0) == Some(EOCD64_LOC_SIG) => {
+                let off = u64_at(&l, 8)?;
+                let rec = s.bytes_at(off, 56).ok().flatten();
+                match rec {
+                    Some(r) if u32_at(&r, 0) == Some(EOCD64_SIG) => {
+                        count = u64_at(&r, 32)?;
+                        cd_size = u64_at(&r, 40)?;
+                        cd_off = u64_at(&r, 48)?;
+                    }
+                    _ => {
+                        ctx.malformed(
+                            inner,
+                            off,
+                            "zip64 end of central directory",
+                            "zip64 locator points at no zip64 record",
+                        );
+                        return None;
+                    }
+                }
+            }
+            _ => {
+                ctx.malformed(
+                    inner,
+                    eocd_off,
+                    "end of central directory",
+                    "zip64 markers without a zip64 locator",
+                );
+                return None;
+            }
+        }
+    }
+    // Data prepended before the archive: Python's zipfile shifts offsets by it, miniz does not.
+    let expected_end = cd_off.saturating_add(cd_size);
+    let mut shift = 0u64;
+    if expected_end < eocd_off && !(count == 0 && cd_size == 0) {
+        shift = eocd_off - expected_end;
+        ctx.add(
+            Verdict::Malformed,
+            Category::Structure,
+            inner,
+            0,
+            "prepended data",
+            format!(
+                "{shift} bytes precede the archive; loaders disagree on offsets (polyglot file)"
+            ),
+        );
+    } else if expected_end > eocd_off {
+        ctx.malformed(
+            inner,
+            eocd_off,
+            "central directory",
+            format!("central directory ({cd_off}+{cd_size}) overlaps its end record at {eocd_off}"),
+        );
+        return None;
+    }
+    if count > ctx.cfg.max_entries as u64 {
+        ctx.malformed(
+            inner,
+            eocd_off,
+            "entries",
+            format!(
+                "{count} entries, more than the limit {}",
+                ctx.cfg.max_entries
+            ),
+        );
+        return None;
+    }
+    let cd_size_usize = usize::try_from(cd_size).ok()?;
+    if cd_size > 512 * 1024 * 1024 {
+        ctx.malformed(
+            inner,
+            cd_off,
+            "central directory",
+            format!("central directory of {cd_size} bytes is too large"),
+        );
+        return None;
+    }
+    let Some(cd) = s.bytes_at(cd_off + shift, cd_size_usize).ok().flatten() else {
+        ctx.malformed(
+            inner,
+            cd_off,
+            "central directory",
+            "central directory lies past the end of the file",
+        );
+        return None;
+    };
+    let mut entries = Vec::new();
+    let mut i = 0usize;
+    for n in 0..count {
+        let ok = u32_at(&cd, i) == Some(CENTRAL_SIG);
+        let parsed = ok.then(|| parse_central(&cd, i)).flatten();
+        let Some((mut entry, next)) = parsed else {
+            ctx.malformed(
+                inner,
+                cd_off + i as u64,
+                "central directory",
+                format!("central directory entry {n} is broken"),
+            );
+            return Some(entries);
+        };
+        entry.local_offset += shift;
+        i = next;
+        entries.push(entry);
+    }
+    for e in &mut entries {
+        check_local(ctx, inner, s, e);
+    }
+    check_layout(ctx, inner, &entries);
+    Some(entries)
+}
+
+fn parse_central(cd: &[u8], i: usize) -> Option<(Entry, usize)> {
+    let flags = u16_at(cd, i + 8)?;
+    let method = u16_at(cd, i + 10)?;
+    let crc = u32_at(cd, i + 16)?;
+    let mut csize = u64::from(u32_at(cd, i + 20)?);
+    let mut usize_ = u64::from(u32_at(cd, i + 24)?);
+    let nlen = usize::from(u16_at(cd, i + 28)?);
+    let xlen = usize::from(u16_at(cd, i + 30)?);
+    let clen = usize::from(u16_at(cd, i + 32)?);
+    let mut local = u64::from(u32_at(cd, i + 42)?);
+    let name_b = cd.get(i + 46..i + 46 + nlen)?;
+    let extra = cd.get(i + 46 + nlen..i + 46 + nlen + xlen)?;
+    // ZIP64 extended information.
+    let mut j = 0;
+    while let (Some(id), Some(sz)) = (u16_at(extra, j), u16_at(extra, j + 2)) {
+        let body = extra.get(j + 4..j + 4 + usize::from(sz))?;
+        if id == 1 {
+            let mut k = 0;
+            if usize_ == 0xffff_ffff {
+                usize_ = u64_at(body, k)?;
+                k += 8;
+            }
+            if csize == 0xffff_ffff {
+                csize = u64_at(body, k)?;
+                k += 8;
+            }
+            if local == 0xffff_ffff {
+                local = u64_at(body, k)?;
+            }
+        }
+        j += 4 + usize::from(sz);
+    }
+    let name = String::from_utf8_lossy(name_b).into_owned();
+    Some((
+        Entry {
+            name,
+            method,
+            flags,
+            crc,
+            csize,
+            usize: usize_,
+            local_offset: local,
+            data_offset: 0,
+        },
+        i + 46 + nlen + xlen + clen,
+    ))
+}
+
+fn check_local(ctx: &mut Ctx<'_>, inner: &str, s: &Slice, e: &mut Entry) {
+    let sub = join(inner, &e.name);
+    let Some(h) = s.bytes_at(e.local_offset, 30).ok().flatten() else {
+        ctx.malformed(
+            &sub,
+            e.local_offset,
+            "local header",
+            "local header lies past the end of the file",
+        );
+        e.data_offset = u64::MAX;
+        return;
+    };
+    if u32_at(&h, 0) != Some(LOCAL_SIG) {
+        ctx.malformed(
+            &sub,
+            e.local_offset,
+            "local header",
+            "no local header signature where the central directory points",
+        );
+        e.data_offset = u64::MAX;
+        return;
+    }
+    let nlen = u16_at(&h, 26).unwrap_or(0);
+    let xlen = u16_at(&h, 28).unwrap_or(0);
+    let lname = s
+        .bytes_at(e.local_offset + 30, usize::from(nlen))
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    if lname != e.name.as_bytes() {
+        ctx.malformed(
+            &sub,
+            e.local_offset,
+            "local/central name mismatch",
+            format!(
+                "local header names {:?}, the central directory {:?}; Python's zipfile refuses this, miniz (torch) follows the central name",
+                String::from_utf8_lossy(&lname),
+                e.name
+            ),
+        );
+    }
+    let lmethod = u16_at(&h, 8).unwrap_or(0);
+    if lmethod != e.method {
+        ctx.malformed(
+            &sub,
+            e.local_offset,
+            "local/central method mismatch",
+            format!("local method {lmethod}, central method {}", e.method),
+        );
+    }
+    if e.flags & 0x8 == 0 {
+        let lcrc = u32_at(&h, 14).unwrap_or(0);
+        let lcs = u32_at(&h, 18).unwrap_or(0);
+        if lcrc != e.crc || (lcs != 0xffff_ffff && u64::from(lcs) != e.csize) {
+            ctx.malformed(
+                &sub,
+                e.local_offset,
+                "local/central size or crc mismatch",
+                "local header and central directory disagree on size or CRC",
+            );
+        }
+    }
+    e.data_offset = e.local_offset + 30 + u64::from(nlen) + u64::from(xlen);
+    if e.data_offset.saturating_add(e.csize) > s.len() {
+        ctx.malformed(
+            &sub,
+            e.data_offset,
+            "member data",
+            format!(
+                "member data ({} bytes) runs past the end of the file",
+                e.csize
+            ),
+        );
+        e.data_offset = u64::MAX;
+    }
+}
+
+fn check_layout(ctx: &mut Ctx<'_>, inner: &str, entries: &[Entry]) {
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    for e in entries {
+        *names.entry(e.name.as_str()).or_default() += 1;
+        let sub = join(inner, &e.name);
+        if e.name.starts_with('/')
+            || e.name.contains('\\')
+            || e.name.split('/').any(|c| c == "..")
+            || e.name.get(1..2) == Some(":")
+        {
+            ctx.add(
+                Verdict::Dangerous,
+                Category::FileAccess,
+                &sub,
+                e.local_offset,
+                e.name.clone(),
+                "member path escapes the extraction directory (zip slip)",
+            );
+        }
+        if e.flags & 1 != 0 {
+            ctx.malformed(
+                &sub,
+                e.local_offset,
+                "encrypted",
+                "member is flagged encrypted: the loader cannot read it and it cannot be inspected",
+            );
+        }
+        if e.csize > 0 && e.usize / e.csize > 1000 && e.usize > 100 * 1024 * 1024 {
+            ctx.add(
+                Verdict::Suspicious,
+                Category::Structure,
+                &sub,
+                e.local_offset,
+                "compression ratio",
+                format!(
+                    "{} bytes expand to {} (decompression bomb?)",
+                    e.csize, e.usize
+                ),
+            );
+        }
+    }
+    for (n, c) in names {
+        if c > 1 {
+            ctx.malformed(
+                &join(inner, n),
+                0,
+                "duplicate name",
+                format!("{c} members share this name; loaders pick different ones"),
+            );
+        }
+    }
+    let mut spans: Vec<(u64, u64, &str)> = entries
+        .iter()
+        .filter(|e| e.data_offset != u64::MAX)
+        .map(|e| (e.local_offset, e.data_offset + e.csize, e.name.as_str()))
+        .collect();
+    spans.sort_unstable();
+    for w in spans.windows(2) {
+        if let [a, b] = w
+            && b.0 < a.1
+        {
+            ctx.malformed(
+                &join(inner, b.2),
+                b.0,
+                "overlapping members",
+                format!(
+                    "member overlaps {:?} (shared data: a zip bomb or a parser differential)",
+                    a.2
+                ),
+            );
+        }
+    }
+}
+
+/// A reader over a member's decompressed bytes.
+fn open_member(ctx: &mut Ctx<'_>, inner: &str, s: &Slice, e: &Entry) -> Option<Slice> {
+    let sub = join(inner, &e.name);
+    if e.data_offset == u64::MAX || e.flags & 1 != 0 {
+        return None;
+    }
+    let raw = s.sub(e.data_offset, e.csize);
+    match e.method {
+        0 => {
+            if e.csize != e.usize {
+                ctx.malformed(
+                    &sub,
+                    e.data_offset,
+                    "stored size",
+                    format!(
+                        "stored member: compressed size {} != size {}",
+                        e.csize, e.usize
+                    ),
+                );
+            }
+            Some(raw)
+        }
+        8 => spill_or_report(
+            ctx,
+            &sub,
+            flate2::read::DeflateDecoder::new(raw),
+            "deflate member",
+        ),
+        12 => spill_or_report(ctx, &sub, bzip2::read::BzDecoder::new(raw), "bzip2 member"),
+        m => {
+            ctx.malformed(&sub, e.local_offset, "compression method", format!("compression method {m} is not supported by the scanner; the member was not inspected"));
+            None
+        }
+    }
+}
+
+fn check_crc(ctx: &mut Ctx<'_>, inner: &str, e: &Entry, data: &Slice) {
+    let mut h = crc32fast::Hasher::new();
+    let mut r = data.clone();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => h.update(buf.get(..n).unwrap_or_default()),
+            Err(_) => return,
+        }
+    }
+    let got = h.finalize();
+    if got != e.crc {
+        ctx.malformed(
+            &join(inner, &e.name),
+            e.data_offset,
+            "crc",
+            format!("CRC-32 is {got:08x}, the directory says {:08x}; Python's zipfile refuses the member, miniz may not", e.crc),
+        );
+    }
+}
+
+/// Archive layouts decided by member names.
+fn layout(entries: &[Entry]) -> Format {
+    let has = |suffix: &str| {
+        entries
+            .iter()
+            .any(|e| e.name == suffix || e.name.ends_with(&format!("/{suffix}")))
+    };
+    if has("constants.pkl")
+        || entries
+            .iter()
+            .any(|e| e.name.contains("/code/") && e.name.ends_with(".py"))
+    {
+        Format::Torchscript
+    } else if has("data.pkl") {
+        Format::PytorchZip
+    } else if entries.iter().any(|e| e.name == "config.json")
+        && entries.iter().any(|e| e.name.ends_with(".weights.h5"))
+    {
+        Format::Keras
+    } else if !entries.is_empty() && entries.iter().all(|e| e.name.ends_with(".npy")) {
+        Format::Npz
+    } else {
+        Format::Zip
+    }
+}
+
+pub(crate) fn scan(ctx: &mut Ctx<'_>, inner: &str, s: &Slice) -> Format {
+    let Some(entries) = read_entries(ctx, inner, s) else {
+        return Format::Zip;
+    };
+    let format = layout(&entries);
+    for e in &entries {
+        if e.name.ends_with('/') {
+            continue;
+        }
+        let sub = join(inner, &e.name);
+        // Tensor storages of PyTorch/TorchScript archives are raw bytes the loader never parses.
+        let raw_storage = matches!(format, Format::PytorchZip | Format::Torchscript)
+            && (e.name.contains("/data/")
+                || e.name.starts_with("data/")
+                || e.name.ends_with(".data/serialization_id")
+                || e.name.ends_with("/version")
+                || e.name.ends_with("/byteorder"));
+        if raw_storage {
+            continue;
+        }
+        let Some(data) = open_member(ctx, inner, s, e) else {
+            continue;
+        };
+        check_crc(ctx, inner, e, &data);
+        match format {
+            Format::Keras if e.name == "config.json" => keras::scan_config_json(ctx, &sub, &data),
+            Format::Torchscript if e.name.ends_with(".py") => {
+                torchscript::scan_code(ctx, &sub, &data)
+            }
+            Format::Torchscript if e.name.ends_with(".pkl") => {
+                torchscript::scan_pickle(ctx, &sub, &data)
+            }
+            _ => {
+                scan_slice(ctx, &sub, &data);
+            }
+        }
+    }
+    if format == Format::PytorchZip
+        && !entries
+            .iter()
+            .any(|e| e.name.ends_with("/data.pkl") || e.name == "data.pkl")
+    {
+        ctx.malformed(inner, 0, "data.pkl", "PyTorch archive without data.pkl");
+    }
+    format
+}

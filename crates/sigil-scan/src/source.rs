@@ -1,0 +1,241 @@
+//! Byte sources: a cheap, cloneable window onto a file (positional reads, no shared cursor) or
+//! onto memory, and spilling of decompressed streams to an anonymous temporary file so nothing
+//! large is ever held in memory.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+/// Spilled streams up to this size stay in memory.
+const IN_MEMORY: u64 = 8 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+enum Backing {
+    File(Arc<File>),
+    Mem(Arc<[u8]>),
+}
+
+/// A window `[start, start+len)` onto a file or buffer, with its own position.
+#[derive(Debug, Clone)]
+pub struct Slice {
+    b: Backing,
+    start: u64,
+    len: u64,
+    pos: u64,
+}
+
+impl Slice {
+    pub fn file(f: File) -> io::Result<Self> {
+        let len = f.metadata()?.len();
+        Ok(Self {
+            b: Backing::File(Arc::new(f)),
+            start: 0,
+            len,
+            pos: 0,
+        })
+    }
+
+    pub fn mem(v: Vec<u8>) -> Self {
+        let len = v.len() as u64;
+        Self {
+            b: Backing::Mem(v.into()),
+            start: 0,
+            len,
+            pos: 0,
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// A sub-window; clamped to this window.
+    pub fn sub(&self, off: u64, len: u64) -> Self {
+        let off = off.min(self.len);
+        let len = len.min(self.len - off);
+        Self {
+            b: self.b.clone(),
+            start: self.start + off,
+            len,
+            pos: 0,
+        }
+    }
+
+    /// Reads up to `buf.len()` bytes at `off` (relative to the window); returns bytes read.
+    pub fn read_at(&self, off: u64, buf: &mut [u8]) -> io::Result<usize> {
+        if off >= self.len {
+            return Ok(0);
+        }
+        let n = usize::try_from((self.len - off).min(buf.len() as u64)).unwrap_or(buf.len());
+        let dst = buf.get_mut(..n).unwrap_or_default();
+        match &self.b {
+            Backing::File(f) => {
+                let mut done = 0;
+                while done < n {
+                    let slot = dst.get_mut(done..).unwrap_or_default();
+                    let k = f.read_at(slot, self.start + off + done as u64)?;
+                    if k == 0 {
+                        break;
+                    }
+                    done += k;
+                }
+                Ok(done)
+            }
+            Backing::Mem(m) => {
+                let s = usize::try_from(self.start + off).unwrap_or(usize::MAX);
+                let src = m.get(s..s.saturating_add(n)).unwrap_or_default();
+                let k = src.len().min(dst.len());
+                dst.get_mut(..k)
+                    .unwrap_or_default()
+                    .copy_from_slice(src.get(..k).unwrap_or_default());
+                Ok(k)
+            }
+        }
+    }
+
+    /// Exactly `n` bytes at `off`, or `None` if the window is shorter.
+    pub fn bytes_at(&self, off: u64, n: usize) -> io::Result<Option<Vec<u8>>> {
+        let mut v = vec![0u8; n];
+        let k = self.read_at(off, &mut v)?;
+        Ok((k == n).then_some(v))
+    }
+
+    /// Up to `n` bytes from the start.
+    pub fn head(&self, n: usize) -> io::Result<Vec<u8>> {
+        let mut v = vec![0u8; n];
+        let k = self.read_at(0, &mut v)?;
+        v.truncate(k);
+        Ok(v)
+    }
+}
+
+impl Read for Slice {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let k = self.read_at(self.pos, buf)?;
+        self.pos += k as u64;
+        Ok(k)
+    }
+}
+
+impl Seek for Slice {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        let new = match pos {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        }
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek out of range"))?;
+        self.pos = new;
+        Ok(new)
+    }
+}
+
+/// Why a spill stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SpillError {
+    #[error("decompressed data exceeds the {limit}-byte limit (possible decompression bomb)")]
+    TooLarge { limit: u64 },
+    #[error("decompression failed after {at} bytes: {source}")]
+    Io { at: u64, source: io::Error },
+}
+
+/// A bounded writer that keeps small output in memory and spills large output to an anonymous
+/// temporary file.
+#[derive(Debug)]
+pub struct SpillWriter {
+    mem: Vec<u8>,
+    file: Option<File>,
+    total: u64,
+    limit: u64,
+}
+
+impl SpillWriter {
+    pub fn new(limit: u64) -> Self {
+        Self {
+            mem: Vec::new(),
+            file: None,
+            total: 0,
+            limit,
+        }
+    }
+
+    /// What was written so far, as a source.
+    pub fn finish(self) -> io::Result<Slice> {
+        match self.file {
+            Some(mut f) => {
+                f.flush()?;
+                f.seek(SeekFrom::Start(0))?;
+                Slice::file(f)
+            }
+            None => Ok(Slice::mem(self.mem)),
+        }
+    }
+}
+
+impl Write for SpillWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let room = self.limit.saturating_sub(self.total);
+        if room == 0 && !buf.is_empty() {
+            return Err(io::Error::other(SpillError::TooLarge { limit: self.limit }));
+        }
+        let n = usize::try_from(room).unwrap_or(usize::MAX).min(buf.len());
+        let chunk = buf.get(..n).unwrap_or_default();
+        match &mut self.file {
+            Some(f) => f.write_all(chunk)?,
+            None if self.total + n as u64 > IN_MEMORY => {
+                let mut f = tempfile::tempfile()?;
+                f.write_all(&self.mem)?;
+                f.write_all(chunk)?;
+                self.mem = Vec::new();
+                self.file = Some(f);
+            }
+            None => self.mem.extend_from_slice(chunk),
+        }
+        self.total += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Copies `r` (a decompressor) into a [`SpillWriter`]. Returns what was produced, even when the
+/// stream broke or hit the limit: a loader consumes a broken stream up to the break.
+pub fn spill(mut r: impl Read, limit: u64) -> (Option<Slice>, Option<SpillError>) {
+    let mut w = SpillWriter::new(limit);
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut err = None;
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(source) => {
+                err = Some(SpillError::Io {
+                    at: w.total,
+                    source,
+                });
+                break;
+            }
+        };
+        let at = w.total;
+        if let Err(e) = w.write_all(buf.get(..n).unwrap_or_default()) {
+            err = Some(if w.total >= w.limit {
+                SpillError::TooLarge { limit: w.limit }
+            } else {
+                SpillError::Io { at, source: e }
+            });
+            break;
+        }
+    }
+    match w.finish() {
+        Ok(s) => (Some(s), err),
+        Err(source) => (None, Some(SpillError::Io { at: 0, source })),
+    }
+}

@@ -1,0 +1,6 @@
+.
+"serve#
+
+n0Const
+
+n1	WriteFile"

@@ -1,0 +1,6 @@
+0
+"serve%
+
+n0Const
+
+n1EagerPyFunc"´

@@ -1,0 +1,8 @@
+=
+"serve2
+
+n0Const
+
+n1ReadFile
+
+n2Identity"´
