@@ -1,6 +1,20 @@
 //! One module per noun. Each returns an exit code or an error; `main` prints errors.
 
+pub mod agent;
+pub mod audit;
+pub mod audit_log;
+pub mod ca;
+pub mod demo;
+pub mod identity;
+pub mod models;
+pub mod netpol;
 pub mod policy;
+pub mod reach;
+pub mod scan;
+pub mod server;
+pub mod svid;
+pub mod tunnel;
+pub mod webhook;
 
 use std::process::ExitCode;
 
@@ -19,6 +33,19 @@ pub const EXAMPLE_POLICY: &str = include_str!("../../../../examples/ai-platform/
 pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
         Command::Policy(c) => policy::run(c),
+        Command::Reach(a) => reach::run(a),
+        Command::Netpol(c) => netpol::run(c),
+        Command::Audit(a) => audit::run(a),
+        Command::Webhook(a) => webhook::run(a),
+        Command::Scan(a) => scan::run(a),
+        Command::Models(c) => models::run(c),
+        Command::Demo(a) => demo::run(a),
+        Command::Ca(c) => ca::run(c),
+        Command::Server(a) => server::run(a),
+        Command::Svid(c) => svid::run(c),
+        Command::AuditLog(c) => audit_log::run(c),
+        Command::Tunnel(c) => tunnel::run(c),
+        Command::Agent(c) => agent::run(c),
         // <new dispatch above this line>
     }
 }
