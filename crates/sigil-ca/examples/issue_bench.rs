@@ -4,15 +4,20 @@
 //! commit to redb + audit log) with many concurrent callers, and the full HTTPS API path
 //! (`POST /v1/attest/x509` with a Kubernetes token, keep-alive connections).
 //! Usage: cargo run --release -p sigil-ca --example issue_bench -- [N] [CONCURRENCY]
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use sigil_ca::ValidCsr;
 use sigil_ca::client::{Client, KeyAndCsr, Proof};
 use sigil_ca::fake_cluster::FakeCluster;
-use sigil_ca::server::{issue_x509_recorded, Bound, ServerConfig};
-use sigil_ca::ValidCsr;
+use sigil_ca::server::{Bound, ServerConfig, issue_x509_recorded};
 use sigil_policy::Policy;
 use zeroize::Zeroizing;
 
@@ -32,14 +37,22 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(20_000);
     let conc: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(64);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(run(n, conc));
 }
 
 async fn run(n: usize, conc: usize) {
     let dir = tempfile::tempdir().unwrap();
     let cluster = FakeCluster::new("https://kubernetes.bench").unwrap();
-    std::fs::write(dir.path().join("jwks.json"), serde_json::to_vec(&cluster.jwks()).unwrap()).unwrap();
+    std::fs::write(
+        dir.path().join("jwks.json"),
+        serde_json::to_vec(&cluster.jwks()).unwrap(),
+    )
+    .unwrap();
     std::fs::write(dir.path().join("sigil.yaml"), POLICY).unwrap();
     let policy = Policy::load(&dir.path().join("sigil.yaml")).unwrap();
     let id = policy.workloads[0].spiffe_id.clone();
@@ -63,8 +76,14 @@ async fn run(n: usize, conc: usize) {
     }));
 
     // Workload keys are made by workloads, not the CA: prepare CSRs outside the timed part.
-    let keys: Vec<KeyAndCsr> = (0..conc.max(1)).map(|_| KeyAndCsr::generate().unwrap()).collect();
-    let csrs: Arc<Vec<ValidCsr>> = Arc::new(keys.iter().map(|k| ValidCsr::from_pem(&k.csr_pem).unwrap()).collect());
+    let keys: Vec<KeyAndCsr> = (0..conc.max(1))
+        .map(|_| KeyAndCsr::generate().unwrap())
+        .collect();
+    let csrs: Arc<Vec<ValidCsr>> = Arc::new(
+        keys.iter()
+            .map(|k| ValidCsr::from_pem(&k.csr_pem).unwrap())
+            .collect(),
+    );
 
     // 1. Library path.
     let t = Instant::now();
@@ -76,7 +95,9 @@ async fn run(n: usize, conc: usize) {
         tasks.push(tokio::spawn(async move {
             let mut i = w;
             while i < n {
-                issue_x509_recorded(&state, &id, &csrs[w % csrs.len()], String::new(), "x509").await.unwrap();
+                issue_x509_recorded(&state, &id, &csrs[w % csrs.len()], String::new(), "x509")
+                    .await
+                    .unwrap();
                 i += conc;
             }
         }));
@@ -89,7 +110,9 @@ async fn run(n: usize, conc: usize) {
 
     // 2. HTTPS API path (token validation, CSR verification, TLS, JSON), fewer requests.
     let m = (n / 4).max(100);
-    let clients: Vec<Client> = (0..conc).map(|_| Client::new(&url, &bundle, None).unwrap()).collect();
+    let clients: Vec<Client> = (0..conc)
+        .map(|_| Client::new(&url, &bundle, None).unwrap())
+        .collect();
     let token = cluster.token("bench", "app", "sigil");
     let t = Instant::now();
     let mut tasks = Vec::new();
@@ -113,7 +136,10 @@ async fn run(n: usize, conc: usize) {
     let _ = server.await;
     let v = sigil_ca::audit::verify(&dir.path().join("data/audit.jsonl")).unwrap();
     assert!(v.lines as usize >= n + m);
-    println!("issued {n} SVIDs (library path) and {m} (HTTPS API), concurrency {conc}; audit log {} records, chain intact", v.lines);
+    println!(
+        "issued {n} SVIDs (library path) and {m} (HTTPS API), concurrency {conc}; audit log {} records, chain intact",
+        v.lines
+    );
     println!("RESULT svid_issue_rate {lib_rate:.0} svid/s");
     println!("RESULT svid_issue_api_rate {api_rate:.0} svid/s");
 }

@@ -261,7 +261,8 @@ impl Generation {
             int_cert: int_cert.der().clone(),
             int_key,
             issuer: Arc::new(
-                Issuer::from_ca_cert_der(int_cert.der(), int_kp).map_err(|e| CaError::Sign(e.to_string()))?,
+                Issuer::from_ca_cert_der(int_cert.der(), int_kp)
+                    .map_err(|e| CaError::Sign(e.to_string()))?,
             ),
             jwt_kid,
             jwt_key,
@@ -308,8 +309,12 @@ impl Generation {
             issuer: {
                 let cert = CertificateDer::from(unb64(g, &s.int_cert)?);
                 Arc::new(
-                    Issuer::from_ca_cert_der(&cert, load_p256(g, &int_key)?)
-                        .map_err(|e| CaError::Corrupt { generation: g, reason: e.to_string() })?,
+                    Issuer::from_ca_cert_der(&cert, load_p256(g, &int_key)?).map_err(|e| {
+                        CaError::Corrupt {
+                            generation: g,
+                            reason: e.to_string(),
+                        }
+                    })?,
                 )
             },
             int_key,
@@ -715,14 +720,25 @@ pub struct Signer {
 
 impl fmt::Debug for Signer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Signer({}, generation {}, <key redacted>)", self.td, self.generation)
+        write!(
+            f,
+            "Signer({}, generation {}, <key redacted>)",
+            self.td, self.generation
+        )
     }
 }
 
 impl Signer {
     /// Signs an X.509-SVID for `id` over the public key of a validated CSR.
-    pub fn sign_csr(&self, id: &SpiffeId, csr: &ValidCsr, ttl: Duration, now: SystemTime) -> Result<IssuedX509, CaError> {
-        let spki = SubjectPublicKeyInfo::from_der(csr.spki_der()).map_err(|e| CaError::Sign(e.to_string()))?;
+    pub fn sign_csr(
+        &self,
+        id: &SpiffeId,
+        csr: &ValidCsr,
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Result<IssuedX509, CaError> {
+        let spki = SubjectPublicKeyInfo::from_der(csr.spki_der())
+            .map_err(|e| CaError::Sign(e.to_string()))?;
         self.sign_svid(id, &spki, ttl, now)
     }
 
@@ -745,11 +761,16 @@ impl Signer {
         let mut p = CertificateParams::default();
         p.distinguished_name = DistinguishedName::new();
         p.subject_alt_names = vec![SanType::URI(
-            id.as_str().try_into().map_err(|e| CaError::Sign(format!("{e}")))?,
+            id.as_str()
+                .try_into()
+                .map_err(|e| CaError::Sign(format!("{e}")))?,
         )];
         p.is_ca = IsCa::ExplicitNoCa;
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
         p.not_before = odt(now - BACKDATE);
         p.not_after = odt(not_after);
         let serial = random_serial()?;

@@ -130,8 +130,16 @@ mod tests {
     #[test]
     fn valid_token_maps_claims() {
         let fake = FakeCluster::new("https://k").unwrap();
-        let id = validate(&fake.token("ns1", "sa1", "sigil"), &clusters(&fake), SystemTime::now()).unwrap();
-        assert_eq!((id.namespace.as_str(), id.service_account.as_str()), ("ns1", "sa1"));
+        let id = validate(
+            &fake.token("ns1", "sa1", "sigil"),
+            &clusters(&fake),
+            SystemTime::now(),
+        )
+        .unwrap();
+        assert_eq!(
+            (id.namespace.as_str(), id.service_account.as_str()),
+            ("ns1", "sa1")
+        );
         assert_eq!(id.pod_name.as_deref(), Some("sa1-0"));
     }
 

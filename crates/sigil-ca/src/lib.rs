@@ -15,6 +15,7 @@ pub mod server;
 pub mod store;
 
 pub use authority::{
-    CaError, CertificateAuthority, GenState, Generation, IssuedJwt, IssuedX509, Signer, StoredGeneration,
+    CaError, CertificateAuthority, GenState, Generation, IssuedJwt, IssuedX509, Signer,
+    StoredGeneration,
 };
 pub use csr::{CsrError, ValidCsr};

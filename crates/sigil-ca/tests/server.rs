@@ -425,7 +425,13 @@ async fn join_token_agent_flow_and_restart_keeps_state() {
     let renewed_key = KeyAndCsr::generate().unwrap();
     let renewed = agent_client.renew(&renewed_key.csr_pem).await.unwrap();
     assert_eq!(renewed.spiffe_id, agent.spiffe_id);
-    let (s, code, _) = refused(c.reattest("gpu-1", &KeyAndCsr::from_key_pem(&node_key.key_pem).unwrap().csr_pem).await);
+    let (s, code, _) = refused(
+        c.reattest(
+            "gpu-1",
+            &KeyAndCsr::from_key_pem(&node_key.key_pem).unwrap().csr_pem,
+        )
+        .await,
+    );
     assert_eq!((s, code.as_str()), (401, "wrong_node_key"));
     let node_key = renewed_key;
     // Re-attestation proves the registered node key; another key is refused.
@@ -501,16 +507,38 @@ async fn agent_daemonset_token_attests_its_node() {
     let cluster = FakeCluster::new(ISSUER).unwrap();
     let srv = start(dir.path(), &cluster).await;
     let key = KeyAndCsr::generate().unwrap();
-    let ans = srv.client().attest_x509(&k8s(cluster.token("sigil-system", "sigil-agent", "sigil")), &key.csr_pem).await.unwrap();
+    let ans = srv
+        .client()
+        .attest_x509(
+            &k8s(cluster.token("sigil-system", "sigil-agent", "sigil")),
+            &key.csr_pem,
+        )
+        .await
+        .unwrap();
     // FakeCluster binds its tokens to node-1.
-    assert_eq!(ans.spiffe_id, "spiffe://test.example.org/sigil/agent/node-1");
+    assert_eq!(
+        ans.spiffe_id,
+        "spiffe://test.example.org/sigil/agent/node-1"
+    );
     let agent = Client::new(&srv.url, &srv.bundle, Some((&ans.svid, &key.key_pem))).unwrap();
     let wl = KeyAndCsr::generate().unwrap();
-    agent.agent_x509("spiffe://test.example.org/ns/rag/sa/rag-api", &wl.csr_pem).await.unwrap();
+    agent
+        .agent_x509("spiffe://test.example.org/ns/rag/sa/rag-api", &wl.csr_pem)
+        .await
+        .unwrap();
     // Without a node claim the token attests nothing.
-    let mut c = cluster.claims("sigil-system", "sigil-agent", "sigil", Duration::from_secs(600));
+    let mut c = cluster.claims(
+        "sigil-system",
+        "sigil-agent",
+        "sigil",
+        Duration::from_secs(600),
+    );
     c["kubernetes.io"].as_object_mut().unwrap().remove("node");
-    let (s, _, reason) = refused(srv.client().attest_x509(&k8s(cluster.sign(&c)), &key.csr_pem).await);
+    let (s, _, reason) = refused(
+        srv.client()
+            .attest_x509(&k8s(cluster.sign(&c)), &key.csr_pem)
+            .await,
+    );
     assert_eq!(s, 401);
     assert!(reason.contains("node claim"), "{reason}");
     srv.stop().await;

@@ -858,7 +858,10 @@ async fn sigil_ca_chains_with_intermediate() {
     let (echo, _e) = echo_server().await;
     let inb = inbound(&server, echo, Mode::Enforce, fast_limits()).await;
     let out = outbound(&client, inb.addr, "vector-db", 6333, fast_limits()).await;
-    assert_eq!(roundtrip(out.addr, b"via intermediate").await.unwrap(), b"via intermediate");
+    assert_eq!(
+        roundtrip(out.addr, b"via intermediate").await.unwrap(),
+        b"via intermediate"
+    );
     // Monitoring, with a valid Sigil-CA SVID, is refused by the policy.
     let prom_out = outbound(&prom, inb.addr, "inference", 8002, fast_limits()).await;
     let r = roundtrip(prom_out.addr, b"scrape").await;

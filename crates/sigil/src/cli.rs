@@ -444,7 +444,11 @@ pub struct AgentRunArgs {
     #[arg(long, env = "SIGIL_POLICY", default_value = "sigil.yaml")]
     pub policy: PathBuf,
     /// Path of the Workload API socket.
-    #[arg(long, env = "SIGIL_AGENT_SOCKET", default_value = "/run/sigil/agent.sock")]
+    #[arg(
+        long,
+        env = "SIGIL_AGENT_SOCKET",
+        default_value = "/run/sigil/agent.sock"
+    )]
     pub socket: PathBuf,
     /// `sigil server` URL (https only).
     #[arg(long, env = "SIGIL_SERVER")]
@@ -462,7 +466,11 @@ pub struct AgentRunArgs {
     #[arg(long)]
     pub k8s_token_file: Option<PathBuf>,
     /// Node key and agent SVID (kept 0600).
-    #[arg(long, env = "SIGIL_AGENT_DATA_DIR", default_value = "/var/lib/sigil-agent")]
+    #[arg(
+        long,
+        env = "SIGIL_AGENT_DATA_DIR",
+        default_value = "/var/lib/sigil-agent"
+    )]
     pub data_dir: PathBuf,
     /// Kubelet base URL, enabling Kubernetes workload attestation (e.g. https://127.0.0.1:10250).
     #[arg(long)]
@@ -497,7 +505,11 @@ pub enum FetchOutput {
 #[derive(Debug, Args)]
 pub struct AgentFetchArgs {
     /// The agent's socket (unix:///path or a path).
-    #[arg(long, env = "SPIFFE_ENDPOINT_SOCKET", default_value = "unix:///run/sigil/agent.sock")]
+    #[arg(
+        long,
+        env = "SPIFFE_ENDPOINT_SOCKET",
+        default_value = "unix:///run/sigil/agent.sock"
+    )]
     pub socket: String,
     /// Also fetch a JWT-SVID for this audience and have the agent validate it.
     #[arg(long)]

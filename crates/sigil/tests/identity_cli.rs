@@ -1,6 +1,11 @@
 //! The identity commands as a user runs them: `sigil server`, `server join-token`,
 //! `svid fetch`, `svid jwt`, `ca status/rotate`, `audit-log verify`, `policy check`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
@@ -11,11 +16,20 @@ use std::time::{Duration, Instant};
 const SIGIL: &str = env!("CARGO_BIN_EXE_sigil");
 
 fn sigil(dir: &Path, args: &[&str]) -> Output {
-    Command::new(SIGIL).current_dir(dir).args(args).env("NO_COLOR", "1").output().unwrap()
+    Command::new(SIGIL)
+        .current_dir(dir)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Server(Child);
@@ -30,7 +44,15 @@ impl Drop for Server {
 fn start_server(dir: &Path, port: u16) -> Server {
     let child = Command::new(SIGIL)
         .current_dir(dir)
-        .args(["server", "--policy", "sigil.yaml", "--data-dir", "data", "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "server",
+            "--policy",
+            "sigil.yaml",
+            "--data-dir",
+            "data",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -45,9 +67,18 @@ fn start_server(dir: &Path, port: u16) -> Server {
 }
 
 fn setup(dir: &Path) {
-    let cluster = sigil_ca::fake_cluster::FakeCluster::new(sigil_ca::fake_cluster::EXAMPLE_ISSUER).unwrap();
-    std::fs::write(dir.join("cluster-jwks.json"), serde_json::to_vec(&cluster.jwks()).unwrap()).unwrap();
-    std::fs::write(dir.join("sigil.yaml"), include_str!("../../../examples/ai-platform/sigil.yaml")).unwrap();
+    let cluster =
+        sigil_ca::fake_cluster::FakeCluster::new(sigil_ca::fake_cluster::EXAMPLE_ISSUER).unwrap();
+    std::fs::write(
+        dir.join("cluster-jwks.json"),
+        serde_json::to_vec(&cluster.jwks()).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("sigil.yaml"),
+        include_str!("../../../examples/ai-platform/sigil.yaml"),
+    )
+    .unwrap();
     std::fs::write(dir.join("token"), cluster.token("rag", "rag-api", "sigil")).unwrap();
 }
 
@@ -61,55 +92,250 @@ fn server_join_token_and_svid_fetch() {
     let server = start_server(dir, port);
 
     // A workload with a Kubernetes token.
-    let out = sigil(dir, &["svid", "fetch", "--server", &url, "--bundle", "data/bundle.pem", "--k8s-token-file", "token", "--out", "rag"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "spiffe://ai.example.org/ns/rag/sa/rag-api");
-    let mode = std::fs::metadata(dir.join("rag/svid.key")).unwrap().permissions().mode() & 0o777;
+    let out = sigil(
+        dir,
+        &[
+            "svid",
+            "fetch",
+            "--server",
+            &url,
+            "--bundle",
+            "data/bundle.pem",
+            "--k8s-token-file",
+            "token",
+            "--out",
+            "rag",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "spiffe://ai.example.org/ns/rag/sa/rag-api"
+    );
+    let mode = std::fs::metadata(dir.join("rag/svid.key"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600);
-    assert!(std::fs::read_to_string(dir.join("rag/svid.pem")).unwrap().matches("BEGIN CERTIFICATE").count() == 2);
+    assert!(
+        std::fs::read_to_string(dir.join("rag/svid.pem"))
+            .unwrap()
+            .matches("BEGIN CERTIFICATE")
+            .count()
+            == 2
+    );
 
     // A JWT-SVID on stdout.
-    let out = sigil(dir, &["svid", "jwt", "--server", &url, "--bundle", "data/bundle.pem", "--k8s-token-file", "token", "--audience", "s3"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim().split('.').count(), 3);
+    let out = sigil(
+        dir,
+        &[
+            "svid",
+            "jwt",
+            "--server",
+            &url,
+            "--bundle",
+            "data/bundle.pem",
+            "--k8s-token-file",
+            "token",
+            "--audience",
+            "s3",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .split('.')
+            .count(),
+        3
+    );
 
     // A node with a join token from the admin API; the token is single-use.
-    let out = sigil(dir, &["server", "join-token", "--node", "gpu-1", "--server", &url, "--data-dir", "data"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = sigil(
+        dir,
+        &[
+            "server",
+            "join-token",
+            "--node",
+            "gpu-1",
+            "--server",
+            &url,
+            "--data-dir",
+            "data",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let token = v["token"].as_str().unwrap();
-    let out = sigil(dir, &["svid", "fetch", "--server", &url, "--bundle", "data/bundle.pem", "--join-token", token, "--out", "node"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "spiffe://ai.example.org/sigil/agent/gpu-1");
-    let out = sigil(dir, &["svid", "fetch", "--server", &url, "--bundle", "data/bundle.pem", "--join-token", token, "--out", "node2"]);
+    let out = sigil(
+        dir,
+        &[
+            "svid",
+            "fetch",
+            "--server",
+            &url,
+            "--bundle",
+            "data/bundle.pem",
+            "--join-token",
+            token,
+            "--out",
+            "node",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "spiffe://ai.example.org/sigil/agent/gpu-1"
+    );
+    let out = sigil(
+        dir,
+        &[
+            "svid",
+            "fetch",
+            "--server",
+            &url,
+            "--bundle",
+            "data/bundle.pem",
+            "--join-token",
+            token,
+            "--out",
+            "node2",
+        ],
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already used"));
     // Plaintext is refused before anything is sent.
-    let out = sigil(dir, &["svid", "fetch", "--server", &format!("http://127.0.0.1:{port}"), "--bundle", "data/bundle.pem", "--k8s-token-file", "token"]);
+    let out = sigil(
+        dir,
+        &[
+            "svid",
+            "fetch",
+            "--server",
+            &format!("http://127.0.0.1:{port}"),
+            "--bundle",
+            "data/bundle.pem",
+            "--k8s-token-file",
+            "token",
+        ],
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("https"));
     drop(server);
 
     // The audit log verifies; a modified record is found.
     let out = sigil(dir, &["audit-log", "verify", "data/audit.jsonl"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let log = std::fs::read_to_string(dir.join("data/audit.jsonl")).unwrap();
-    std::fs::write(dir.join("data/audit.jsonl"), log.replacen("rag-api", "rag-apx", 1)).unwrap();
+    std::fs::write(
+        dir.join("data/audit.jsonl"),
+        log.replacen("rag-api", "rag-apx", 1),
+    )
+    .unwrap();
     let out = sigil(dir, &["audit-log", "verify", "data/audit.jsonl"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("line 1"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("line 1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Offline CA rotation with the server stopped.
-    let out = sigil(dir, &["ca", "rotate", "prepare", "--policy", "sigil.yaml", "--data-dir", "data"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = sigil(dir, &["ca", "rotate", "activate", "--policy", "sigil.yaml", "--data-dir", "data"]);
-    assert_eq!(out.status.code(), Some(2), "activation right after prepare must wait");
-    let out = sigil(dir, &["ca", "rotate", "activate", "--force", "--policy", "sigil.yaml", "--data-dir", "data"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = sigil(dir, &["ca", "status", "--policy", "sigil.yaml", "--data-dir", "data"]);
+    let out = sigil(
+        dir,
+        &[
+            "ca",
+            "rotate",
+            "prepare",
+            "--policy",
+            "sigil.yaml",
+            "--data-dir",
+            "data",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = sigil(
+        dir,
+        &[
+            "ca",
+            "rotate",
+            "activate",
+            "--policy",
+            "sigil.yaml",
+            "--data-dir",
+            "data",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "activation right after prepare must wait"
+    );
+    let out = sigil(
+        dir,
+        &[
+            "ca",
+            "rotate",
+            "activate",
+            "--force",
+            "--policy",
+            "sigil.yaml",
+            "--data-dir",
+            "data",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = sigil(
+        dir,
+        &[
+            "ca",
+            "status",
+            "--policy",
+            "sigil.yaml",
+            "--data-dir",
+            "data",
+        ],
+    );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("retiring") && text.contains("active"), "{text}");
-    assert_eq!(std::fs::read_to_string(dir.join("data/bundle.pem")).unwrap().matches("BEGIN CERTIFICATE").count(), 2);
+    assert!(
+        text.contains("retiring") && text.contains("active"),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("data/bundle.pem"))
+            .unwrap()
+            .matches("BEGIN CERTIFICATE")
+            .count(),
+        2
+    );
 }
 
 #[test]
@@ -119,7 +345,11 @@ fn policy_check_exit_codes() {
     let out = sigil(dir, &["policy", "example"]);
     std::fs::write(dir.join("good.yaml"), &out.stdout).unwrap();
     let out = sigil(dir, &["policy", "check", "good.yaml"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::write(
         dir.join("bad.yaml"),
         "apiVersion: sigil.dev/v1alpha1\nkind: Platform\ntrustDomain: a.org\nworkloads:\n  - name: a\n    kubernetes: {namespace: n, serviceAccount: a}\nflows:\n  - {from: a, to: b, ports: [80]}\n",
@@ -128,7 +358,12 @@ fn policy_check_exit_codes() {
     let out = sigil(dir, &["policy", "check", "bad.yaml"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.yaml:8:") && err.contains("flows[0].to") && err.contains("unknown workload"), "{err}");
+    assert!(
+        err.contains("bad.yaml:8:")
+            && err.contains("flows[0].to")
+            && err.contains("unknown workload"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -136,8 +371,15 @@ fn demo_runs_end_to_end() {
     let tmp = tempfile::tempdir().unwrap();
     let out = sigil(tmp.path(), &["demo"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("every check behaved as the policy says"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("every check behaved as the policy says"),
+        "{stdout}"
+    );
     assert!(!stdout.contains("FAIL"), "{stdout}");
 }
 
@@ -146,12 +388,24 @@ fn ca_init_refuses_to_overwrite() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let out = sigil(dir, &["ca", "init", "--data-dir", "data"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let bundle = std::fs::read_to_string(dir.join("data/bundle.pem")).unwrap();
     let out = sigil(dir, &["ca", "init", "--data-dir", "data"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already has a CA"));
-    assert_eq!(std::fs::read_to_string(dir.join("data/bundle.pem")).unwrap(), bundle, "nothing lost");
-    let mode = std::fs::metadata(dir.join("data")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        std::fs::read_to_string(dir.join("data/bundle.pem")).unwrap(),
+        bundle,
+        "nothing lost"
+    );
+    let mode = std::fs::metadata(dir.join("data"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o700);
 }

@@ -11,10 +11,21 @@ fn banned_crates_are_absent() {
     for banned in ["ring", "openssl-sys", "serde_yaml", "serde_yml"] {
         let out = Command::new(&cargo)
             .current_dir(root)
-            .args(["tree", "--workspace", "--offline", "--edges", "normal,build", "--invert", banned])
+            .args([
+                "tree",
+                "--workspace",
+                "--offline",
+                "--edges",
+                "normal,build",
+                "--invert",
+                banned,
+            ])
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(stdout.trim().is_empty(), "{banned} is in the dependency tree:\n{stdout}");
+        assert!(
+            stdout.trim().is_empty(),
+            "{banned} is in the dependency tree:\n{stdout}"
+        );
     }
 }

@@ -314,7 +314,12 @@ pub async fn issue_x509_recorded(
     let ttl = state.policy.svid.x509_ttl;
     // Sign outside the CA lock, so both cores sign; the lock only hands out the active signer
     // and records the expiry for rotation.
-    let signer = state.ca.lock().map_err(|_| ApiError::internal("CA lock poisoned"))?.signer().map_err(|e| ApiError::internal(e.to_string()))?;
+    let signer = state
+        .ca
+        .lock()
+        .map_err(|_| ApiError::internal("CA lock poisoned"))?
+        .signer()
+        .map_err(|e| ApiError::internal(e.to_string()))?;
     let issued: IssuedX509 = signer
         .sign_csr(id, csr, ttl, SystemTime::now())
         .map_err(|e| ApiError::internal(e.to_string()))?;
@@ -323,7 +328,11 @@ pub async fn issue_x509_recorded(
         .lock()
         .map_err(|_| ApiError::internal("CA lock poisoned"))?
         .note_signed(issued.generation, issued.not_after);
-    let bundle = state.bundle_pem.read().map(|b| b.clone()).unwrap_or_default();
+    let bundle = state
+        .bundle_pem
+        .read()
+        .map(|b| b.clone())
+        .unwrap_or_default();
     let mut e = event("x509_svid_issued");
     e.spiffe_id = Some(id.to_string());
     e.serial = Some(issued.serial.clone());
@@ -335,13 +344,32 @@ pub async fn issue_x509_recorded(
         not_after: unix(issued.not_after),
         generation: issued.generation,
     };
-    state.journal.commit(vec![e], Some(rec)).await.map_err(ApiError::internal)?;
-    state.metrics.issued.get_or_create(&super::metrics::KindLabel { kind: kind.to_owned() }).inc();
-    state.metrics.issue_seconds.observe(started.elapsed().as_secs_f64());
+    state
+        .journal
+        .commit(vec![e], Some(rec))
+        .await
+        .map_err(ApiError::internal)?;
+    state
+        .metrics
+        .issued
+        .get_or_create(&super::metrics::KindLabel {
+            kind: kind.to_owned(),
+        })
+        .inc();
+    state
+        .metrics
+        .issue_seconds
+        .observe(started.elapsed().as_secs_f64());
     Ok((issued, bundle))
 }
 
-async fn issue_x509(state: &AppState, id: &SpiffeId, csr: &ValidCsr, detail: String, kind: &str) -> Result<X509Answer, ApiError> {
+async fn issue_x509(
+    state: &AppState,
+    id: &SpiffeId,
+    csr: &ValidCsr,
+    detail: String,
+    kind: &str,
+) -> Result<X509Answer, ApiError> {
     let (issued, bundle) = issue_x509_recorded(state, id, csr, detail, kind).await?;
     tracing::info!(spiffe_id = %id, serial = %issued.serial, kind, "issued X.509-SVID");
     Ok(X509Answer {

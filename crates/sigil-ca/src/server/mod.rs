@@ -7,7 +7,7 @@
 
 mod handlers;
 
-pub use handlers::{issue_x509_recorded, ApiError};
+pub use handlers::{ApiError, issue_x509_recorded};
 pub mod journal;
 pub mod metrics;
 

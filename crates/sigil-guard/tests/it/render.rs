@@ -10,7 +10,8 @@ use sigil_policy::Policy;
 fn naive_report() -> sigil_guard::Report {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let policy = Policy::load(&root.join("examples/ai-platform/sigil.yaml")).unwrap();
-    let mut objs = sigil_kube::load_paths(&[root.join("examples/ai-platform/manifests/naive")]).unwrap();
+    let mut objs =
+        sigil_kube::load_paths(&[root.join("examples/ai-platform/manifests/naive")]).unwrap();
     // An unknown kind, and a message with XML/JSON specials.
     objs.extend(
         sigil_kube::load_str(
@@ -19,14 +20,21 @@ fn naive_report() -> sigil_guard::Report {
         )
         .unwrap(),
     );
-    Auditor::new(Settings::from_policy(&policy).unwrap(), None).audit(&objs).unwrap()
+    Auditor::new(Settings::from_policy(&policy).unwrap(), None)
+        .audit(&objs)
+        .unwrap()
 }
 
 fn no_empty_strings(v: &Value, path: &str) {
     match v {
         Value::String(s) => assert!(!s.is_empty(), "empty string at {path}"),
-        Value::Array(a) => a.iter().enumerate().for_each(|(i, x)| no_empty_strings(x, &format!("{path}[{i}]"))),
-        Value::Object(o) => o.iter().for_each(|(k, x)| no_empty_strings(x, &format!("{path}.{k}"))),
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .for_each(|(i, x)| no_empty_strings(x, &format!("{path}[{i}]"))),
+        Value::Object(o) => o
+            .iter()
+            .for_each(|(k, x)| no_empty_strings(x, &format!("{path}.{k}"))),
         _ => {}
     }
 }
@@ -49,11 +57,17 @@ fn sarif_is_well_formed_2_1_0() {
         assert!(["error", "warning", "note"].contains(&res["level"].as_str().unwrap()));
         let loc = &res["locations"][0]["physicalLocation"];
         assert!(loc["region"]["startLine"].as_u64().unwrap() >= 1);
-        assert!(loc["artifactLocation"]["uri"].as_str().unwrap().ends_with(".yaml"));
+        assert!(
+            loc["artifactLocation"]["uri"]
+                .as_str()
+                .unwrap()
+                .ends_with(".yaml")
+        );
         assert!(res.get("snippet").is_none() && loc["region"].get("snippet").is_none());
         assert!(res["message"]["text"].as_str().unwrap().contains("Fix:"));
     }
-    let ids: std::collections::HashSet<_> = rules.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    let ids: std::collections::HashSet<_> =
+        rules.iter().map(|r| r["id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), rules.len(), "duplicate rule descriptors");
 }
 
@@ -68,7 +82,10 @@ fn junit_json_and_table() {
     assert!(x.contains("<skipped message=\"unknown kind example.org/v1"));
     assert!(x.trim_end().ends_with("</testsuites>"));
     let failing_objects = x.matches("</testcase>").count() - x.matches("<skipped").count();
-    assert!(x.contains(&format!("failures=\"{failing_objects}\"")), "{x}");
+    assert!(
+        x.contains(&format!("failures=\"{failing_objects}\"")),
+        "{x}"
+    );
     let j: Value = serde_json::from_str(&render(&r, Format::Json, false)).unwrap();
     assert_eq!(j["findings"].as_array().unwrap().len(), r.findings.len());
     assert_eq!(j["unknownKinds"][0]["kind"], "Widget");

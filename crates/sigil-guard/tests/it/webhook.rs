@@ -318,8 +318,17 @@ async fn rotated_certificates_are_picked_up_without_restart() {
     let tls = webhook::tls_config_with(resolver.clone()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let state = Arc::new(WebhookState::new(Auditor::new(Settings::default(), None), Severity::Medium, vec![]));
-    tokio::spawn(webhook::serve(listener, Arc::new(tls), state.clone(), std::future::pending()));
+    let state = Arc::new(WebhookState::new(
+        Auditor::new(Settings::default(), None),
+        Severity::Medium,
+        vec![],
+    ));
+    tokio::spawn(webhook::serve(
+        listener,
+        Arc::new(tls),
+        state.clone(),
+        std::future::pending(),
+    ));
     let srv = |ca: &rcgen::CertifiedKey<rcgen::KeyPair>| Server {
         addr,
         ca: ca.cert.der().clone(),

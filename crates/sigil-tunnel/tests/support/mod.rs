@@ -232,7 +232,10 @@ impl Creds {
 
     /// A store built in memory (no files to watch).
     pub fn from_store(store: Arc<CredentialStore>) -> Self {
-        Self { dir: tempfile::tempdir().unwrap(), store }
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            store,
+        }
     }
 
     pub fn path(&self) -> PathBuf {
