@@ -945,3 +945,92 @@ async fn large_header_blocks_survive_the_authority_repair() {
     }
     h.stop().await;
 }
+
+/// The agent as a DaemonSet: its projected service-account token attests the node it runs on
+/// (the token's `kubernetes.io.node` claim); the agent then serves workloads from the real server.
+#[tokio::test]
+async fn daemonset_agent_attests_its_node_with_a_service_account_token() {
+    use sigil_agent::server::{NodeProof, ServerAuthority, ServerSettings};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let cluster = sigil_ca::fake_cluster::FakeCluster::new("https://kubernetes.test").unwrap();
+    std::fs::write(
+        dir.path().join("jwks.json"),
+        serde_json::to_vec(&cluster.jwks()).unwrap(),
+    )
+    .unwrap();
+    let policy_path = dir.path().join("sigil.yaml");
+    std::fs::write(
+        &policy_path,
+        format!(
+            "{SERVER_POLICY}attestation:\n  agentServiceAccounts:\n    - {{ namespace: sigil-system, serviceAccount: sigil-agent }}\n  kubernetes:\n    - {{ cluster: t, issuer: \"https://kubernetes.test\", audiences: [sigil], jwksFile: jwks.json }}\n"
+        ),
+    )
+    .unwrap();
+    let policy = sigil_policy::Policy::load(&policy_path).unwrap();
+    let srv = start_server(
+        &policy,
+        &dir.path().join("server"),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await;
+    let token_file = dir.path().join("sa-token");
+    std::fs::write(
+        &token_file,
+        cluster.token("sigil-system", "sigil-agent", "sigil"),
+    )
+    .unwrap();
+    let metrics = Arc::new(sigil_agent::metrics::Metrics::new());
+    let authority = ServerAuthority::connect(
+        ServerSettings {
+            url: format!("https://{}", srv.addr),
+            bundle_pem: srv.bundle_pem.clone().into_bytes(),
+            trust_domain: policy.trust_domain.clone(),
+            node: "node-1".into(),
+            data_dir: dir.path().join("agent"),
+            proof: Some(NodeProof::KubernetesTokenFile(token_file.clone())),
+        },
+        metrics.clone(),
+    )
+    .await
+    .unwrap();
+    let (node_id, _) = authority.node_identity().await;
+    assert_eq!(node_id, "spiffe://example.org/sigil/agent/node-1");
+    let socket = dir.path().join("agent.sock");
+    let agent = sigil_agent::Agent::start(sigil_agent::AgentConfig {
+        socket_path: socket.clone(),
+        policy: policy.clone(),
+        authority: authority.clone(),
+        kubelet: None,
+        metrics_addr: None,
+        rotation: settings(),
+        allow_unauthenticated_verifiers: false,
+        proc_root: "/proc".into(),
+        metrics,
+    })
+    .await
+    .unwrap();
+    assert_eq!(agent.initial.issued, 1);
+    // A service account that is not the agent's attests no node.
+    std::fs::write(&token_file, cluster.token("default", "default", "sigil")).unwrap();
+    let refused = ServerAuthority::connect(
+        ServerSettings {
+            url: format!("https://{}", srv.addr),
+            bundle_pem: srv.bundle_pem.clone().into_bytes(),
+            trust_domain: policy.trust_domain.clone(),
+            node: "node-1".into(),
+            data_dir: dir.path().join("agent2"),
+            proof: Some(NodeProof::KubernetesTokenFile(token_file)),
+        },
+        Arc::new(sigil_agent::metrics::Metrics::new()),
+    )
+    .await;
+    assert!(refused.is_err());
+    agent.shutdown().await;
+    let _ = srv.stop.send(());
+    let _ = srv.task.await;
+}
