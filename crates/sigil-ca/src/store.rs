@@ -41,6 +41,9 @@ pub enum StoreError {
     Io { path: PathBuf, reason: String },
 }
 
+/// A CA generation serialized for the store (id, JSON with private keys).
+type SerializedGeneration = (u64, zeroize::Zeroizing<Vec<u8>>);
+
 /// A join token's record (the token itself is stored only as its SHA-256).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct JoinTokenRecord {
@@ -181,7 +184,7 @@ impl Store {
 
     /// Writes every generation and the bundle sequence.
     pub fn save_ca(&self, ca: &CertificateAuthority) -> Result<(), StoreError> {
-        let gens: Result<Vec<(u64, zeroize::Zeroizing<Vec<u8>>)>, _> = ca
+        let gens: Result<Vec<SerializedGeneration>, _> = ca
             .generations()
             .iter()
             .map(|g| serde_json::to_vec(&g.to_stored()).map(|v| (g.id, zeroize::Zeroizing::new(v))))

@@ -247,12 +247,13 @@ pub fn verify_jws(token: &str, keys: &JwkSet) -> Result<VerifiedJws, JwtError> {
     if !ACCEPTED_ALGS.contains(&header.alg.as_str()) {
         return Err(JwtError::BadAlgorithm(header.alg));
     }
-    if let Some(typ) = &header.typ {
-        if typ != "JWT" && typ != "JOSE" {
-            return Err(JwtError::Malformed(format!(
-                "typ {typ:?} is not JWT or JOSE"
-            )));
-        }
+    if let Some(typ) = &header.typ
+        && typ != "JWT"
+        && typ != "JOSE"
+    {
+        return Err(JwtError::Malformed(format!(
+            "typ {typ:?} is not JWT or JOSE"
+        )));
     }
     let kid = header.kid.as_deref().ok_or(JwtError::MissingKid)?;
     let key = keys
@@ -294,10 +295,10 @@ pub fn check_times(claims: &Map<String, Value>, now: SystemTime) -> Result<(), J
     }
     for name in ["nbf", "iat"] {
         let name: &'static str = name;
-        if let Some(t) = num_claim(claims, name)? {
-            if t > now.saturating_add(leeway) {
-                return Err(JwtError::NotYetValid(t));
-            }
+        if let Some(t) = num_claim(claims, name)?
+            && t > now.saturating_add(leeway)
+        {
+            return Err(JwtError::NotYetValid(t));
         }
     }
     Ok(())

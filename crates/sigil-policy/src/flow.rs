@@ -78,29 +78,28 @@ pub(crate) fn validate(raw: Vec<RawFlow>, workloads: &[Workload], d: &mut Diags)
                 ok = false;
                 continue;
             };
-            if let Some(dst) = by_name.get(f.to.value.as_str()) {
-                if !dst.ports.is_empty()
-                    && !dst
-                        .ports
-                        .iter()
-                        .any(|wp| wp.port == port && wp.protocol == protocol)
-                {
-                    let served: Vec<String> = dst
-                        .ports
-                        .iter()
-                        .map(|p| format!("{}/{}", p.port, p.protocol.as_k8s()))
-                        .collect();
-                    d.push(
-                        Diagnostic::new(
-                            p,
-                            pf,
-                            port.to_string(),
-                            format!("workload {:?} does not serve this port", dst.name),
-                        )
-                        .hint(format!("it serves {}", served.join(", "))),
-                    );
-                    ok = false;
-                }
+            if let Some(dst) = by_name.get(f.to.value.as_str())
+                && !dst.ports.is_empty()
+                && !dst
+                    .ports
+                    .iter()
+                    .any(|wp| wp.port == port && wp.protocol == protocol)
+            {
+                let served: Vec<String> = dst
+                    .ports
+                    .iter()
+                    .map(|p| format!("{}/{}", p.port, p.protocol.as_k8s()))
+                    .collect();
+                d.push(
+                    Diagnostic::new(
+                        p,
+                        pf,
+                        port.to_string(),
+                        format!("workload {:?} does not serve this port", dst.name),
+                    )
+                    .hint(format!("it serves {}", served.join(", "))),
+                );
+                ok = false;
             }
             ports.push(port);
         }

@@ -212,15 +212,15 @@ pub(crate) fn validate(
                     .hint("set at least one of uid, gid, path, sha256"),
                 );
             }
-            if let Some(p) = &u.path {
-                if !p.value.starts_with('/') {
-                    d.push(Diagnostic::new(
-                        p,
-                        f("unix.path"),
-                        &p.value,
-                        "executable path must be absolute",
-                    ));
-                }
+            if let Some(p) = &u.path
+                && !p.value.starts_with('/')
+            {
+                d.push(Diagnostic::new(
+                    p,
+                    f("unix.path"),
+                    &p.value,
+                    "executable path must be absolute",
+                ));
             }
             let sha256 = u
                 .sha256
