@@ -207,11 +207,8 @@ fn attest(state: &AppState, proof: &Proof) -> Result<Attested, ApiError> {
                 let node = k.node.clone().ok_or_else(|| {
                     ApiError::unauthorized("bad_token", "agent token has no kubernetes.io node claim; hint: use a projected token of a pod (bound to its node)")
                 })?;
-                let id = state
-                    .policy
-                    .trust_domain
-                    .id(&format!("/sigil/agent/{node}"))
-                    .map_err(|e| ApiError::bad("bad_node", e.to_string()))?;
+                let id =
+                    agent_id(state, &node).map_err(|e| ApiError::bad("bad_node", e.to_string()))?;
                 return Ok(Attested::Node {
                     node,
                     id,
@@ -265,11 +262,8 @@ fn attest(state: &AppState, proof: &Proof) -> Result<Attested, ApiError> {
                 .map_err(|e| ApiError::internal(e.to_string()))?
             {
                 JoinOutcome::Joined { node } => {
-                    let id = state
-                        .policy
-                        .trust_domain
-                        .id(&format!("/sigil/agent/{node}"))
-                        .map_err(|e| ApiError::internal(e.to_string()))?;
+                    let id =
+                        agent_id(state, &node).map_err(|e| ApiError::internal(e.to_string()))?;
                     Ok(Attested::Node {
                         node,
                         id,
@@ -488,6 +482,14 @@ async fn attest_jwt(
     }
 }
 
+/// The node (agent) identity `spiffe://<td>/sigil/agent/<node>`; `agent()` below parses it back.
+fn agent_id(state: &AppState, node: &str) -> Result<SpiffeId, sigil_identity::IdError> {
+    state
+        .policy
+        .trust_domain
+        .id(&format!("/sigil/agent/{node}"))
+}
+
 /// The agent calling: a verified client SVID `spiffe://<td>/sigil/agent/<node>` of a node that
 /// is not revoked.
 fn agent(state: &AppState, peer: &Peer) -> Result<(String, SpiffeId), ApiError> {
@@ -655,11 +657,7 @@ async fn agent_reattest(
             who,
         ));
     }
-    let id = state
-        .policy
-        .trust_domain
-        .id(&format!("/sigil/agent/{}", req.node))
-        .map_err(|e| ApiError::bad("bad_node", e.to_string()))?;
+    let id = agent_id(&state, &req.node).map_err(|e| ApiError::bad("bad_node", e.to_string()))?;
     issue_x509(
         &state,
         &id,

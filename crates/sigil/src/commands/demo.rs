@@ -183,7 +183,7 @@ async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
     }
 
     println!("\n4. A GPU node joins with a single-use join token");
-    let state = server_state_token(&dir, &url, &bundle).await?;
+    let state = join_token_for(&dir, &url, &bundle, "gpu-node-1").await?;
     let key = KeyAndCsr::generate()?;
     match client
         .attest_x509(
@@ -249,15 +249,7 @@ async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Creates a join token through the admin API, as `sigil server join-token` does.
-async fn server_state_token(
-    dir: &std::path::Path,
-    url: &str,
-    bundle: &sigil_identity::X509Bundle,
-) -> anyhow::Result<String> {
-    server_state_token_for(dir, url, bundle, "gpu-node-1").await
-}
-
-async fn server_state_token_for(
+async fn join_token_for(
     dir: &std::path::Path,
     url: &str,
     bundle: &sigil_identity::X509Bundle,
@@ -290,7 +282,7 @@ async fn agent_step(
     use sigil_agent::server::{NodeProof, ServerAuthority, ServerSettings};
     use sigil_agent::{Agent, AgentConfig};
 
-    let token = server_state_token_for(dir, url, bundle, "gpu-node-2").await?;
+    let token = join_token_for(dir, url, bundle, "gpu-node-2").await?;
     let token_file = dir.join("gpu-node-2.join-token");
     std::fs::write(&token_file, token)?;
     let metrics = Arc::new(Metrics::new());
