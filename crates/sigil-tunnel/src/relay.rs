@@ -3,7 +3,7 @@
 //! One task per direction, so the two directions of a busy connection run on two cores. Each
 //! direction reads straight into its record buffer (`readv` into record-sized slots on the way
 //! out, one large `read` on the way in), seals or opens in place, and writes the batch with one
-//! (vectored) write. Buffers start at one record and double, up to 16 records, while reads keep
+//! (vectored) write. Buffers start at one record and double, up to 64 records (1 MiB), while reads keep
 //! filling them, so idle connections stay small and bulk ones make few system calls.
 //!
 //! Closing: EOF from the plaintext side sends `close_notify` and half-closes the TLS side; a
@@ -29,7 +29,7 @@ use crate::record::{
 };
 
 /// Most records batched per read/write.
-const MAX_SLOTS: usize = 16;
+const MAX_SLOTS: usize = 64;
 /// Receive buffer bounds.
 const RX_MIN: usize = MAX_RECORD_WIRE + 256;
 const RX_MAX: usize = MAX_SLOTS * MAX_RECORD_WIRE + 256;
