@@ -13,29 +13,25 @@ fn is_digest(s: &str) -> bool {
 
 /// Why a model reference is not acceptable, or `None` if it is.
 /// `revision` is a separately given revision (`--revision`, `HF_REVISION`).
+///
+/// Pinning is judged here; whether a pinned reference is an allowed source is
+/// [`ModelPolicy::allowed_source`] / [`ModelPolicy::allowed_storage`], the same answer
+/// `sigil models verify` uses. With no `models.sources` in the policy, only pinning is required.
 pub fn judge(reference: &str, revision: Option<&str>, policy: &ModelPolicy) -> Option<String> {
     let r = reference.trim();
     if r.is_empty() || r.starts_with('/') || r.starts_with("./") || r.starts_with("file://") {
         return None; // a local path: what is mounted there is judged elsewhere
     }
-    let sources = &policy.sources;
+    let unrestricted = policy.sources.is_empty();
     if let Some(rest) = r.strip_prefix("oci://") {
         let (name, digest) = rest.split_once('@').unwrap_or((rest, ""));
         if !is_digest(digest) {
             return Some(format!("OCI model {r} is not pinned by @sha256 digest"));
         }
-        if sources.is_empty() {
-            return None;
-        }
-        let ok = sources.iter().any(|s| match &s.repo {
-            ModelRepo::Oci { reference } => {
-                let src = reference.split('@').next().unwrap_or(reference);
-                src == name
-                    && s.revision.as_deref().is_none_or(|rev| rev == digest)
-                    && reference.split_once('@').is_none_or(|(_, d)| d == digest)
-            }
-            _ => false,
-        });
+        let ok = unrestricted
+            || policy
+                .allowed_source(&format!("oci://{name}"), digest)
+                .is_some();
         return (!ok).then(|| format!("OCI model {r} is not an allowed source in models.sources"));
     }
     let hf = r.strip_prefix("hf://").or_else(|| {
@@ -48,27 +44,21 @@ pub fn judge(reference: &str, revision: Option<&str>, policy: &ModelPolicy) -> O
             Some((repo, rev)) => (repo, Some(rev)),
             None => (hf, None),
         };
-        let rev = inline_rev.or(revision);
-        match rev {
-            Some(rev) if is_hex(rev, 40) => {}
+        let rev = match inline_rev.or(revision) {
+            Some(rev) if is_hex(rev, 40) => rev,
             Some(rev) => {
                 return Some(format!(
                     "Hugging Face model {repo} uses revision {rev:?}, not a 40-hex commit SHA"
                 ));
             }
             None => return Some(format!("Hugging Face model {repo} has no pinned revision")),
-        }
-        if sources.is_empty() {
-            return None;
-        }
-        let ok = sources.iter().any(|s| match &s.repo {
-            ModelRepo::HuggingFace { repo: allowed } => {
-                allowed == repo && s.revision.as_deref().is_none_or(|sr| Some(sr) == rev)
-            }
-            _ => false,
-        });
+        };
+        let ok = unrestricted
+            || policy
+                .allowed_source(&format!("hf://{repo}"), rev)
+                .is_some();
         return (!ok).then(|| {
-            format!("Hugging Face model {repo} at that revision is not an allowed source in models.sources")
+            format!("Hugging Face model {repo} at revision {rev} is not an allowed source in models.sources")
         });
     }
     if [
@@ -80,13 +70,7 @@ pub fn judge(reference: &str, revision: Option<&str>, policy: &ModelPolicy) -> O
         if r.starts_with("http://") {
             return Some(format!("model {r} is fetched over plain http"));
         }
-        if sources.is_empty() {
-            return None;
-        }
-        let ok = sources.iter().any(|s| match &s.repo {
-            ModelRepo::Storage { uri } => r.starts_with(uri.as_str()),
-            _ => false,
-        });
+        let ok = unrestricted || policy.allowed_storage(r).is_some();
         return (!ok).then(|| {
             format!("model storage {r} is not under an allowed source in models.sources")
         });
@@ -167,6 +151,13 @@ mod tests {
                     },
                     revision: None,
                 },
+                ModelSource {
+                    name: None,
+                    repo: ModelRepo::Oci {
+                        reference: format!("ghcr.io/acme/embedder@sha256:{}", "c".repeat(64)),
+                    },
+                    revision: None,
+                },
             ],
             ..ModelPolicy::default()
         }
@@ -185,7 +176,17 @@ mod tests {
         None,
         false
     )]
+    // the Hub compares repo names and SHAs case-insensitively
+    #[test_case(
+        "hf://Meta-Llama/llama-3.1-8b-instruct@0E9E39F249A16976918F6564B8830BC894C89659",
+        None,
+        true
+    )]
+    #[test_case("oci://ghcr.io/acme/embedder@sha256:cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc", None, true)]
+    #[test_case("oci://ghcr.io/acme/embedder@sha256:dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd", None, false)]
+    #[test_case("oci://ghcr.io/acme/embedder:latest", None, false)]
     #[test_case("s3://model-weights/llama/", None, true)]
+    #[test_case("s3://model-weights-evil/llama/", None, false)]
     #[test_case("s3://other-bucket/llama/", None, false)]
     #[test_case("/models/llama", None, true)]
     #[test_case("http://weights.example.org/x", None, false)]

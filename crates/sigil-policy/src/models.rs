@@ -145,20 +145,60 @@ impl ModelRepo {
     }
 }
 
+impl ModelSource {
+    /// The repository URI without any inline digest, and the pin: `revision`, or for an OCI
+    /// reference written `repo@sha256:<hex>` the digest in it.
+    fn repo_and_pin(&self) -> (String, Option<&str>) {
+        match &self.repo {
+            ModelRepo::Oci { reference } => match reference.split_once('@') {
+                Some((name, digest)) => (
+                    format!("oci://{name}"),
+                    self.revision.as_deref().or(Some(digest)),
+                ),
+                None => (self.repo.uri(), self.revision.as_deref()),
+            },
+            _ => (self.repo.uri(), self.revision.as_deref()),
+        }
+    }
+}
+
 impl ModelPolicy {
-    /// The allowed source matching `repo_uri` (`hf://org/name`, ...) pinned at `revision`, if
-    /// any. Default deny: a source with no pinned revision never matches a concrete revision,
-    /// and Hugging Face repo names compare case-insensitively (the Hub treats them so).
+    /// The allowed source matching `repo_uri` (`hf://org/name`, `oci://registry/repo`) pinned at
+    /// `revision` (a commit SHA, or `sha256:<hex>` for OCI), if any. Default deny: a source with no
+    /// pin never matches, and a source whose revision and inline digest disagree matches neither.
+    /// Hugging Face repo names and commit SHAs compare case-insensitively (the Hub treats them so).
     pub fn allowed_source(&self, repo_uri: &str, revision: &str) -> Option<&ModelSource> {
         self.sources.iter().find(|s| {
-            let same_repo = match &s.repo {
-                ModelRepo::HuggingFace { .. } => s.repo.uri().eq_ignore_ascii_case(repo_uri),
-                _ => s.repo.uri() == repo_uri,
+            let (uri, pin) = s.repo_and_pin();
+            let Some(pin) = pin else {
+                return false;
             };
-            same_repo
-                && s.revision
-                    .as_deref()
-                    .is_some_and(|r| r.eq_ignore_ascii_case(revision))
+            match &s.repo {
+                ModelRepo::HuggingFace { .. } => {
+                    uri.eq_ignore_ascii_case(repo_uri) && pin.eq_ignore_ascii_case(revision)
+                }
+                ModelRepo::Oci { reference } => {
+                    let inline_agrees = reference
+                        .split_once('@')
+                        .is_none_or(|(_, digest)| digest == pin);
+                    uri == repo_uri && pin == revision && inline_agrees
+                }
+                ModelRepo::Storage { .. } => false,
+            }
+        })
+    }
+
+    /// The allowed storage source (`s3://`, `gs://`, `pvc://`, `https://`) that `uri` lies under,
+    /// if any. A source covers its own URI and what is below it as a path: `s3://models/llama`
+    /// covers `s3://models/llama/7b`, not `s3://models/llama-evil`.
+    pub fn allowed_storage(&self, uri: &str) -> Option<&ModelSource> {
+        self.sources.iter().find(|s| match &s.repo {
+            ModelRepo::Storage { uri: base } => {
+                let base = base.trim_end_matches('/');
+                uri.strip_prefix(base)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            }
+            _ => false,
         })
     }
 }
@@ -186,5 +226,62 @@ mod source_tests {
             p.allowed_source("hf://org/other", &"a".repeat(40))
                 .is_none()
         );
+    }
+
+    fn oci(reference: &str, revision: Option<&str>) -> ModelPolicy {
+        ModelPolicy {
+            sources: vec![ModelSource {
+                name: None,
+                repo: ModelRepo::Oci {
+                    reference: reference.into(),
+                },
+                revision: revision.map(Into::into),
+            }],
+            ..ModelPolicy::default()
+        }
+    }
+
+    #[test]
+    fn oci_sources_pin_by_revision_or_inline_digest() {
+        let a = format!("sha256:{}", "a".repeat(64));
+        let b = format!("sha256:{}", "b".repeat(64));
+        let cases: &[(ModelPolicy, &str, &str, bool)] = &[
+            (oci("reg.io/m", Some(&a)), "oci://reg.io/m", &a, true),
+            (oci("reg.io/m", Some(&a)), "oci://reg.io/m", &b, false),
+            (oci("reg.io/m", Some(&a)), "oci://reg.io/other", &a, false),
+            (oci(&format!("reg.io/m@{a}"), None), "oci://reg.io/m", &a, true),
+            (oci(&format!("reg.io/m@{a}"), None), "oci://reg.io/m", &b, false),
+            // revision and inline digest disagree: nothing matches
+            (oci(&format!("reg.io/m@{a}"), Some(&b)), "oci://reg.io/m", &b, false),
+            (oci(&format!("reg.io/m@{a}"), Some(&b)), "oci://reg.io/m", &a, false),
+            // unpinned: default deny
+            (oci("reg.io/m", None), "oci://reg.io/m", &a, false),
+        ];
+        for (p, uri, rev, ok) in cases {
+            assert_eq!(p.allowed_source(uri, rev).is_some(), *ok, "{uri} {rev} {p:?}");
+        }
+    }
+
+    #[test]
+    fn storage_sources_cover_paths_below_them() {
+        let p = ModelPolicy {
+            sources: vec![ModelSource {
+                name: None,
+                repo: ModelRepo::Storage {
+                    uri: "s3://models/llama/".into(),
+                },
+                revision: None,
+            }],
+            ..ModelPolicy::default()
+        };
+        for (uri, ok) in [
+            ("s3://models/llama", true),
+            ("s3://models/llama/7b/weights", true),
+            ("s3://models/llama-evil", false),
+            ("s3://models", false),
+            ("gs://models/llama/7b", false),
+        ] {
+            assert_eq!(p.allowed_storage(uri).is_some(), ok, "{uri}");
+        }
     }
 }
