@@ -126,6 +126,8 @@ const KNOWN_INERT: &[&str] = &[
 #[derive(Debug, Default)]
 struct Context<'a> {
     network_policies: Vec<&'a Object>,
+    /// Labels of the Namespace objects in the input (for Gatekeeper `namespaceSelector`).
+    namespace_labels: crate::rego::NamespaceLabels,
     /// `(namespace, name)` of ServiceAccounts with `automountServiceAccountToken: false`.
     sa_no_automount: HashSet<(String, String)>,
     /// Namespace → (level, version) from `pod-security.kubernetes.io/enforce*` labels.
@@ -167,7 +169,7 @@ impl Auditor {
             }
             self.check_object(obj, &templates, &mut raw);
             if let Some(rego) = &self.rego {
-                raw.extend(rego.evaluate(obj)?);
+                raw.extend(rego.evaluate(obj, &ctx.namespace_labels)?);
             }
         }
         for f in raw {
@@ -198,6 +200,7 @@ impl Auditor {
                 }
                 "Namespace" => {
                     let labels = o.labels();
+                    ctx.namespace_labels.insert(o.name.clone(), labels.clone());
                     let level = labels
                         .get("pod-security.kubernetes.io/enforce")
                         .and_then(|l| parse_level(l).ok());

@@ -1,7 +1,7 @@
 //! Model references in manifests (KServe `storageUri`, `--model`/`vllm serve` arguments,
 //! `MODEL_ID` variables) and whether they are pinned and from an allowed source.
 
-use sigil_policy::{ModelPolicy, ModelRepo};
+use sigil_policy::ModelPolicy;
 
 fn is_hex(s: &str, n: usize) -> bool {
     s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit())
@@ -182,8 +182,16 @@ mod tests {
         None,
         true
     )]
-    #[test_case("oci://ghcr.io/acme/embedder@sha256:cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc", None, true)]
-    #[test_case("oci://ghcr.io/acme/embedder@sha256:dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd", None, false)]
+    #[test_case(
+        "oci://ghcr.io/acme/embedder@sha256:cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc",
+        None,
+        true
+    )]
+    #[test_case(
+        "oci://ghcr.io/acme/embedder@sha256:dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd",
+        None,
+        false
+    )]
     #[test_case("oci://ghcr.io/acme/embedder:latest", None, false)]
     #[test_case("s3://model-weights/llama/", None, true)]
     #[test_case("s3://model-weights-evil/llama/", None, false)]

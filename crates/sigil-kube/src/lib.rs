@@ -32,6 +32,33 @@ pub const MAX_OBJECTS_PER_INPUT: usize = 200_000;
 /// Deepest directory recursion.
 pub const MAX_DIR_DEPTH: usize = 32;
 
+/// Kinds that live outside any namespace (built-in and the common add-ons'); everything else is
+/// treated as namespaced.
+pub const CLUSTER_SCOPED_KINDS: &[&str] = &[
+    "Namespace",
+    "Node",
+    "PersistentVolume",
+    "StorageClass",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "CustomResourceDefinition",
+    "APIService",
+    "ValidatingWebhookConfiguration",
+    "MutatingWebhookConfiguration",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+    "PriorityClass",
+    "IngressClass",
+    "RuntimeClass",
+    "CSIDriver",
+    "CSINode",
+    "VolumeAttachment",
+    "ConstraintTemplate",
+    "ClusterIssuer",
+    "ClusterServingRuntime",
+    "ClusterPolicy",
+];
+
 /// Where an object came from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Source {
@@ -73,6 +100,13 @@ impl Object {
         self.api_version
             .rsplit_once('/')
             .map_or("", |(group, _)| group)
+    }
+
+    /// Whether the kind lives outside namespaces (see [`CLUSTER_SCOPED_KINDS`]); Gatekeeper
+    /// constraints (`constraints.gatekeeper.sh`) are cluster-scoped too.
+    pub fn is_cluster_scoped(&self) -> bool {
+        CLUSTER_SCOPED_KINDS.contains(&self.kind.as_str())
+            || self.group() == "constraints.gatekeeper.sh"
     }
 
     /// `metadata.labels`.

@@ -249,16 +249,40 @@ mod source_tests {
             (oci("reg.io/m", Some(&a)), "oci://reg.io/m", &a, true),
             (oci("reg.io/m", Some(&a)), "oci://reg.io/m", &b, false),
             (oci("reg.io/m", Some(&a)), "oci://reg.io/other", &a, false),
-            (oci(&format!("reg.io/m@{a}"), None), "oci://reg.io/m", &a, true),
-            (oci(&format!("reg.io/m@{a}"), None), "oci://reg.io/m", &b, false),
+            (
+                oci(&format!("reg.io/m@{a}"), None),
+                "oci://reg.io/m",
+                &a,
+                true,
+            ),
+            (
+                oci(&format!("reg.io/m@{a}"), None),
+                "oci://reg.io/m",
+                &b,
+                false,
+            ),
             // revision and inline digest disagree: nothing matches
-            (oci(&format!("reg.io/m@{a}"), Some(&b)), "oci://reg.io/m", &b, false),
-            (oci(&format!("reg.io/m@{a}"), Some(&b)), "oci://reg.io/m", &a, false),
+            (
+                oci(&format!("reg.io/m@{a}"), Some(&b)),
+                "oci://reg.io/m",
+                &b,
+                false,
+            ),
+            (
+                oci(&format!("reg.io/m@{a}"), Some(&b)),
+                "oci://reg.io/m",
+                &a,
+                false,
+            ),
             // unpinned: default deny
             (oci("reg.io/m", None), "oci://reg.io/m", &a, false),
         ];
         for (p, uri, rev, ok) in cases {
-            assert_eq!(p.allowed_source(uri, rev).is_some(), *ok, "{uri} {rev} {p:?}");
+            assert_eq!(
+                p.allowed_source(uri, rev).is_some(),
+                *ok,
+                "{uri} {rev} {p:?}"
+            );
         }
     }
 

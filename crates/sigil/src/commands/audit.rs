@@ -14,24 +14,6 @@ use sigil_policy::{PodSecurityLevel, Policy};
 use super::{EXIT_ERROR, EXIT_FINDINGS, EXIT_OK};
 use crate::cli::{AuditArgs, AuditOutput, GuardRuleArgs, PssLevelArg, SeverityArg};
 
-/// Kinds without a namespace (they never get the `--namespace` default).
-const CLUSTER_SCOPED: &[&str] = &[
-    "Namespace",
-    "Node",
-    "PersistentVolume",
-    "StorageClass",
-    "ClusterRole",
-    "ClusterRoleBinding",
-    "CustomResourceDefinition",
-    "ValidatingWebhookConfiguration",
-    "MutatingWebhookConfiguration",
-    "PriorityClass",
-    "IngressClass",
-    "RuntimeClass",
-    "ConstraintTemplate",
-    "ClusterIssuer",
-];
-
 pub fn severity(s: SeverityArg) -> Severity {
     match s {
         SeverityArg::Low => Severity::Low,
@@ -94,7 +76,7 @@ pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
         Ok(mut o) => {
             for obj in o
                 .iter_mut()
-                .filter(|o| o.namespace.is_none() && !CLUSTER_SCOPED.contains(&o.kind.as_str()))
+                .filter(|o| o.namespace.is_none() && !o.is_cluster_scoped())
             {
                 obj.set_namespace(&args.namespace);
             }

@@ -82,11 +82,11 @@ fn proof(c: &ConnArgs) -> anyhow::Result<Proof> {
 fn bundle(path: &Path) -> anyhow::Result<X509Bundle> {
     // The server certificate is checked against these anchors; the trust domain is learned from
     // the SVID the server returns.
-    Ok(X509Bundle::from_pem(
+    X509Bundle::from_pem(
         TrustDomain::new("bootstrap.invalid")?,
         read_to_string(path)?.as_bytes(),
     )
-    .with_context(|| format!("bad trust bundle {}", path.display()))?)
+    .with_context(|| format!("bad trust bundle {}", path.display()))
 }
 
 pub fn run(cmd: SvidCmd) -> anyhow::Result<ExitCode> {

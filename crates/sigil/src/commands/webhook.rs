@@ -35,8 +35,15 @@ pub fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
         tracing::info!(listen = %args.listen, "sigil webhook serving POST /validate, GET /healthz, GET /metrics");
-        let shutdown = async {
-            let _ = tokio::signal::ctrl_c().await;
+        // Kubernetes stops pods with SIGTERM; a terminal with Ctrl-C.
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .context("installing the SIGTERM handler")?;
+        let shutdown = async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
             tracing::info!("shutting down");
         };
         webhook::serve(listener, Arc::new(tls), state, shutdown).await?;
