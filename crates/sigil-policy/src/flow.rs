@@ -47,17 +47,6 @@ pub(crate) fn validate(raw: Vec<RawFlow>, workloads: &[Workload], d: &mut Diags)
                 );
             }
         }
-        if f.from.value == f.to.value {
-            d.push(
-                Diagnostic::new(
-                    &f.to,
-                    field("to"),
-                    &f.to.value,
-                    "a flow from a workload to itself is not needed",
-                )
-                .hint("traffic inside one workload is not mediated by flows; remove this flow"),
-            );
-        }
         if f.ports.is_empty() {
             ok = false;
             d.push(

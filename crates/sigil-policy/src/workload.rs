@@ -33,6 +33,8 @@ struct RawK8sSelector {
     service_account: Spanned<String>,
     #[serde(default)]
     pod_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    host_network: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -78,6 +80,9 @@ pub struct K8sSelector {
     pub namespace: String,
     pub service_account: String,
     pub pod_labels: BTreeMap<String, String>,
+    /// The pods use the node's network (`hostNetwork: true`): NetworkPolicies cannot select
+    /// them and their traffic comes from node addresses.
+    pub host_network: bool,
 }
 
 /// Unix selectors: every field that is set must match the caller (checked by the kernel).
@@ -198,6 +203,7 @@ pub(crate) fn validate(
                 namespace: k.namespace.value,
                 service_account: k.service_account.value,
                 pod_labels: k.pod_labels,
+                host_network: k.host_network,
             }
         });
         let unix = w.unix.map(|u| {

@@ -1,6 +1,13 @@
 //! Least-privilege NetworkPolicies from `sigil.yaml` flows: per namespace a default deny for
 //! ingress and egress and DNS to kube-dns; per workload one ingress and one egress policy that
 //! allow exactly its declared flows. Kubernetes NetworkPolicy or CiliumNetworkPolicy output.
+//!
+//! Exactly the declared flows: traffic between the pods of one workload (DDP rendezvous,
+//! database replication) is allowed only when sigil.yaml declares it as a flow from the workload
+//! to itself. Workloads on the host network (`hostNetwork: true`) are node traffic: NetworkPolicy
+//! cannot select them, so flows to them become egress to the node addresses (`--node-cidr`) and
+//! flows from them ingress from those addresses; their own traffic is reported as not
+//! restrictable by NetworkPolicy.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -24,6 +31,8 @@ pub enum Flavor {
 pub struct Options {
     /// Addresses of workloads outside Kubernetes (e.g. `model-sync` on GPU hosts), by name.
     pub external: BTreeMap<String, Vec<Cidr>>,
+    /// Node addresses: where traffic of hostNetwork workloads comes from and goes to.
+    pub node_cidrs: Vec<Cidr>,
     /// The namespace and labels of the cluster DNS pods.
     pub dns_namespace: Option<String>,
     pub dns_labels: Option<BTreeMap<String, String>>,
@@ -161,60 +170,36 @@ pub fn generate(policy: &Policy, flavor: Flavor, opts: &Options) -> Result<Gener
     }
     for w in &policy.workloads {
         let Some(k) = k8s_of(w) else { continue };
-        // Traffic inside one workload (DDP rendezvous, replicas) is not a flow in sigil.yaml; it
-        // is allowed on the workload's own declared ports only.
-        let own: Vec<Flow> = w
-            .ports
-            .iter()
-            .map(|p| Flow {
-                from: w.name.clone(),
-                to: w.name.clone(),
-                ports: vec![p.port],
-                protocol: p.protocol,
-                description: None,
-            })
-            .collect();
-        let inbound: Vec<&Flow> = policy.flows_to(&w.name).chain(&own).collect();
-        let outbound: Vec<&Flow> = policy.flows_from(&w.name).chain(&own).collect();
+        if k.host_network {
+            warnings.push(format!(
+                "{} uses the host network: NetworkPolicy cannot select it, so traffic to and from it is restricted only on its peers' side; hint: a host firewall or Cilium host policies cover the node itself",
+                w.name
+            ));
+            continue;
+        }
         let mut ingress = Vec::new();
         let mut in_flows = Vec::new();
-        for f in &inbound {
+        for f in policy.flows_to(&w.name) {
             let Some(src) = policy.workload(&f.from) else {
                 continue;
             };
-            let peers = match (k8s_of(src), opts.external.get(&src.name)) {
-                (Some(sk), _) => vec![peer(flavor, sk)],
-                (None, Some(cidrs)) => cidrs.iter().map(|c| ip_peer(flavor, c)).collect(),
-                (None, None) => {
-                    warnings.push(format!(
-                        "flow {}->{} not generated: {} runs outside Kubernetes; hint: pass --external {}=CIDR",
-                        f.from, f.to, f.from, f.from
-                    ));
-                    continue;
-                }
+            let Some(peers) = peers_of(flavor, src, opts, f, &mut warnings) else {
+                continue;
             };
             ingress.push(rule(flavor, "from", peers, f));
-            in_flows.push(*f);
+            in_flows.push(f);
         }
         let mut egress = Vec::new();
         let mut out_flows = Vec::new();
-        for f in &outbound {
+        for f in policy.flows_from(&w.name) {
             let Some(dst) = policy.workload(&f.to) else {
                 continue;
             };
-            let peers = match (k8s_of(dst), opts.external.get(&dst.name)) {
-                (Some(dk), _) => vec![peer(flavor, dk)],
-                (None, Some(cidrs)) => cidrs.iter().map(|c| ip_peer(flavor, c)).collect(),
-                (None, None) => {
-                    warnings.push(format!(
-                        "flow {}->{} not generated: {} runs outside Kubernetes; hint: pass --external {}=CIDR",
-                        f.from, f.to, f.to, f.to
-                    ));
-                    continue;
-                }
+            let Some(peers) = peers_of(flavor, dst, opts, f, &mut warnings) else {
+                continue;
             };
             egress.push(rule(flavor, "to", peers, f));
-            out_flows.push(*f);
+            out_flows.push(f);
         }
         let sel = json!({"matchLabels": k.pod_labels});
         for (dir, rules, flows) in [
@@ -248,6 +233,41 @@ pub fn generate(policy: &Policy, flavor: Flavor, opts: &Options) -> Result<Gener
         }
     }
     Ok(Generated { objects, warnings })
+}
+
+/// The peers a flow's other end `other` is selected by: its pods, the node addresses for a
+/// hostNetwork workload, the given addresses for one outside Kubernetes. `None` (with a warning)
+/// when it cannot be expressed.
+fn peers_of(
+    flavor: Flavor,
+    other: &Workload,
+    opts: &Options,
+    f: &Flow,
+    warnings: &mut Vec<String>,
+) -> Option<Vec<Value>> {
+    let (cidrs, hint) = match (k8s_of(other), opts.external.get(&other.name)) {
+        (Some(k), _) if !k.host_network => return Some(vec![peer(flavor, k)]),
+        (Some(_), _) => (
+            &opts.node_cidrs,
+            format!(
+                "{} uses the host network; hint: pass --node-cidr with the node addresses",
+                other.name
+            ),
+        ),
+        (None, Some(cidrs)) => return Some(cidrs.iter().map(|c| ip_peer(flavor, c)).collect()),
+        (None, None) => {
+            warnings.push(format!(
+                "flow {}->{} not generated: {} runs outside Kubernetes; hint: pass --external {}=CIDR",
+                f.from, f.to, other.name, other.name
+            ));
+            return None;
+        }
+    };
+    if cidrs.is_empty() {
+        warnings.push(format!("flow {}->{} not generated: {hint}", f.from, f.to));
+        return None;
+    }
+    Some(cidrs.iter().map(|c| ip_peer(flavor, c)).collect())
 }
 
 fn peer(flavor: Flavor, k: &sigil_policy::K8sSelector) -> Value {

@@ -88,6 +88,7 @@ impl Cluster {
                 c.add_object(&obj.kind, obj.namespace.as_deref(), &obj.raw, &source)?;
             }
         }
+        c.aggregate_cluster_roles();
         Ok(c)
     }
 }

@@ -206,6 +206,11 @@ pub struct RbacRole {
     pub namespace: Option<String>,
     pub name: String,
     pub rules: Vec<PolicyRule>,
+    /// `metadata.labels` (what aggregation selectors match).
+    pub labels: BTreeMap<String, String>,
+    /// A ClusterRole's `aggregationRule.clusterRoleSelectors`: its rules are those of every
+    /// ClusterRole matched (see [`Cluster::aggregate_cluster_roles`]).
+    pub aggregate_from: Vec<crate::selector::Selector>,
 }
 
 /// A RoleBinding (namespace set) or ClusterRoleBinding.
@@ -483,15 +488,32 @@ impl Cluster {
                 });
             }
             "Role" | "ClusterRole" => {
-                let rules = if kind == "Role" {
-                    decode::<Role>(raw, kind, &object)?.rules
+                let (rules, labels, aggregate_from) = if kind == "Role" {
+                    let r = decode::<Role>(raw, kind, &object)?;
+                    (r.rules, r.metadata.labels, Vec::new())
                 } else {
-                    decode::<ClusterRole>(raw, kind, &object)?.rules
+                    let r = decode::<ClusterRole>(raw, kind, &object)?;
+                    let selectors = r
+                        .aggregation_rule
+                        .and_then(|a| a.cluster_role_selectors)
+                        .unwrap_or_default()
+                        .iter()
+                        .enumerate()
+                        .map(|(i, sel)| {
+                            crate::selector::Selector::compile(
+                                sel,
+                                &format!("{object} aggregationRule.clusterRoleSelectors[{i}]"),
+                            )
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    (r.rules, r.metadata.labels, selectors)
                 };
                 self.roles.push(RbacRole {
                     namespace: (kind == "Role").then_some(ns),
                     name,
                     rules: rules.unwrap_or_default(),
+                    labels: labels.unwrap_or_default(),
+                    aggregate_from,
                 });
             }
             "RoleBinding" | "ClusterRoleBinding" => {
@@ -548,6 +570,50 @@ impl Cluster {
             _ => *self.ignored.entry(kind.to_owned()).or_default() += 1,
         }
         Ok(())
+    }
+
+    /// Gives every aggregated ClusterRole the rules of the ClusterRoles its
+    /// `aggregationRule` selects, as the cluster's aggregation controller does (its own `rules`
+    /// are replaced). Aggregated roles may select other aggregated roles; this repeats until
+    /// nothing changes (bounded by the number of roles).
+    pub fn aggregate_cluster_roles(&mut self) {
+        let aggregated: Vec<usize> = self
+            .roles
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.namespace.is_none() && !r.aggregate_from.is_empty())
+            .map(|(i, _)| i)
+            .collect();
+        for _ in 0..=aggregated.len() {
+            let mut changed = false;
+            for &i in &aggregated {
+                let Some(target) = self.roles.get(i) else {
+                    continue;
+                };
+                let mut rules: Vec<PolicyRule> = Vec::new();
+                for (j, r) in self.roles.iter().enumerate() {
+                    if j != i
+                        && r.namespace.is_none()
+                        && target.aggregate_from.iter().any(|s| s.matches(&r.labels))
+                    {
+                        for rule in &r.rules {
+                            if !rules.contains(rule) {
+                                rules.push(rule.clone());
+                            }
+                        }
+                    }
+                }
+                if let Some(target) = self.roles.get_mut(i)
+                    && target.rules != rules
+                {
+                    target.rules = rules;
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
     }
 
     /// Whether `w`'s service-account token is mounted (pod setting wins over the ServiceAccount's).

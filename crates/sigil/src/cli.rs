@@ -155,6 +155,10 @@ pub enum NetpolCmd {
         /// Addresses of a workload outside Kubernetes: WORKLOAD=CIDR. Repeatable.
         #[arg(long)]
         external: Vec<String>,
+        /// Node addresses: flows to and from hostNetwork workloads become ipBlocks of these.
+        /// Repeatable.
+        #[arg(long, value_name = "CIDR")]
+        node_cidr: Vec<String>,
         /// Write to this file instead of stdout.
         #[arg(long)]
         out: Option<PathBuf>,

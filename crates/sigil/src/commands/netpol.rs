@@ -17,6 +17,7 @@ pub fn run(cmd: NetpolCmd) -> anyhow::Result<ExitCode> {
             policy,
             cilium,
             external,
+            node_cidr,
             out,
         } => {
             let policy = super::reach::load_policy(Some(&policy))?.context("no policy")?;
@@ -37,6 +38,7 @@ pub fn run(cmd: NetpolCmd) -> anyhow::Result<ExitCode> {
                 ext.entry(name.to_owned()).or_default().push(c);
             }
             opts.external = ext;
+            opts.node_cidrs = super::reach::parse_node_cidrs(&node_cidr)?;
             let flavor = if cilium {
                 Flavor::Cilium
             } else {

@@ -24,6 +24,18 @@ pub fn load_policy(path: Option<&Path>) -> anyhow::Result<Option<Policy>> {
     }
 }
 
+/// `--node-cidr` values, with an error naming the bad one.
+pub fn parse_node_cidrs(values: &[String]) -> anyhow::Result<Vec<Cidr>> {
+    values
+        .iter()
+        .map(|c| {
+            Cidr::parse(c).with_context(|| {
+                format!("--node-cidr {c:?} is not a CIDR\nhint: the node addresses, e.g. --node-cidr 10.0.0.0/24")
+            })
+        })
+        .collect()
+}
+
 pub fn load_cluster(paths: &[PathBuf], node_cidrs: &[String]) -> anyhow::Result<Cluster> {
     if paths.is_empty() {
         bail!(
@@ -31,13 +43,9 @@ pub fn load_cluster(paths: &[PathBuf], node_cidrs: &[String]) -> anyhow::Result<
         );
     }
     let objects = sigil_kube::load_paths(paths).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut settings = Settings::default();
-    for c in node_cidrs {
-        let cidr = Cidr::parse(c).with_context(|| {
-            format!("--node-cidr {c:?} is not a CIDR\nhint: the node addresses, e.g. --node-cidr 10.0.0.0/24")
-        })?;
-        settings.node_cidrs.push(cidr);
-    }
+    let settings = Settings {
+        node_cidrs: parse_node_cidrs(node_cidrs)?,
+    };
     let cluster = Cluster::from_objects(&objects, settings)?;
     let host: Vec<String> = cluster
         .workloads

@@ -1,0 +1,168 @@
+//! `sigil reach` and `sigil netpol generate` as a user runs them on the shipped example:
+//! CI gates (`--deny-path`), explanations, JSON/DOT output, input errors, and generation that
+//! reproduces the committed hardened policies.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const SIGIL: &str = env!("CARGO_BIN_EXE_sigil");
+const POLICY: &str = "examples/ai-platform/sigil.yaml";
+const NAIVE: &str = "examples/ai-platform/manifests/naive";
+const HARDENED: &str = "examples/ai-platform/manifests/hardened";
+const NODES: &str = "10.0.0.0/16";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn sigil(args: &[&str]) -> Output {
+    Command::new(SIGIL)
+        .current_dir(repo())
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn deny_path(manifests: &str, path: &str) -> Output {
+    sigil(&[
+        "reach",
+        manifests,
+        "--policy",
+        POLICY,
+        "--node-cidr",
+        NODES,
+        "--deny-path",
+        path,
+    ])
+}
+
+#[test]
+fn deny_path_gates_ci_on_the_example() {
+    // (manifests, path, exit code)
+    let cases = [
+        (NAIVE, "prometheus->rag-index", 1),
+        (NAIVE, "notebook->model-weights", 1),
+        (HARDENED, "prometheus->rag-index", 0),
+        (HARDENED, "prometheus->training-data", 0),
+        (HARDENED, "notebook->model-weights", 0),
+        // node-exporter (hostPID, hostNetwork) escapes to the node: the monitoring namespace as a
+        // whole still reaches the vector DB's data, and the path says how.
+        (HARDENED, "monitoring->rag-index", 1),
+    ];
+    for (manifests, path, code) in cases {
+        let out = deny_path(manifests, path);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{manifests} {path}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        if code == 1 {
+            assert!(
+                text(&out.stdout).contains(&format!("path {path} exists")),
+                "{}",
+                text(&out.stdout)
+            );
+        }
+    }
+    let out = deny_path(HARDENED, "monitoring->rag-index");
+    assert!(
+        text(&out.stdout).contains("escapes to the node: hostPID, hostNetwork"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn explain_json_and_dot() {
+    let out = sigil(&[
+        "reach",
+        NAIVE,
+        "--explain",
+        "monitoring/prometheus",
+        "vectordb/qdrant",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let explained = text(&out.stdout);
+    assert!(
+        explained.starts_with("monitoring/prometheus -> vectordb/qdrant: ALLOW"),
+        "{explained}"
+    );
+    assert!(explained.contains("not isolated"), "{explained}");
+
+    let out = sigil(&["reach", HARDENED, "--policy", POLICY, "--node-cidr", NODES, "-o", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let pairs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let has = |src: &str, dst: &str| {
+        pairs.iter().any(|p| {
+            p["verdict"] == "allow"
+                && p["src"].as_str().unwrap().starts_with(src)
+                && p["dst"].as_str().unwrap().starts_with(dst)
+        })
+    };
+    assert!(has("rag/rag-api", "vectordb/qdrant"));
+    assert!(has("monitoring/prometheus", "monitoring/node-exporter"));
+    assert!(!has("monitoring/prometheus", "vectordb/qdrant"));
+    assert!(!has("notebooks/jupyter", "storage/minio"));
+    for p in &pairs {
+        for key in ["src", "dst", "ports", "verdict", "because"] {
+            assert!(p.get(key).is_some(), "{key} missing in {p}");
+        }
+    }
+
+    let out = sigil(&["reach", NAIVE, "-o", "dot"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).starts_with("digraph sigil {"));
+}
+
+#[test]
+fn reach_input_errors_exit_2() {
+    let out = sigil(&["reach", NAIVE, "--node-cidr", "10.0.0/99"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("\"10.0.0/99\" is not a CIDR"));
+    let out = deny_path(NAIVE, "nobody->rag-index");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("no workload, namespace or data asset matches \"nobody\""));
+    let out = sigil(&["reach", "no/such/dir"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("no/such/dir"));
+}
+
+#[test]
+fn netpol_generate_reproduces_the_hardened_example() {
+    let out = sigil(&["netpol", "generate", "--policy", POLICY, "--node-cidr", NODES]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let shipped =
+        std::fs::read_to_string(repo().join(HARDENED).join("netpol-generated.yaml")).unwrap();
+    let body = |s: &str| s.lines().skip(1).collect::<Vec<_>>().join("\n");
+    assert_eq!(body(&text(&out.stdout)), body(&shipped));
+    // The hostNetwork workload is reported: its side cannot be restricted by NetworkPolicy.
+    assert!(text(&out.stderr).contains("node-exporter uses the host network"));
+
+    // Without node addresses the flow to node-exporter cannot be expressed: said, not dropped.
+    let out = sigil(&["netpol", "generate", "--policy", POLICY]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("flow prometheus->node-exporter not generated"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!text(&out.stdout).contains("ipBlock"));
+
+    let cilium = sigil(&["netpol", "generate", "--policy", POLICY, "--node-cidr", NODES, "--cilium"]);
+    assert_eq!(cilium.status.code(), Some(0));
+    let y = text(&cilium.stdout);
+    assert!(y.contains("kind: CiliumNetworkPolicy") && y.contains("toCIDR"), "{y}");
+}
