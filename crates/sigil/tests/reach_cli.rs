@@ -102,7 +102,16 @@ fn explain_json_and_dot() {
     );
     assert!(explained.contains("not isolated"), "{explained}");
 
-    let out = sigil(&["reach", HARDENED, "--policy", POLICY, "--node-cidr", NODES, "-o", "json"]);
+    let out = sigil(&[
+        "reach",
+        HARDENED,
+        "--policy",
+        POLICY,
+        "--node-cidr",
+        NODES,
+        "-o",
+        "json",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let pairs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     let has = |src: &str, dst: &str| {
@@ -142,7 +151,14 @@ fn reach_input_errors_exit_2() {
 
 #[test]
 fn netpol_generate_reproduces_the_hardened_example() {
-    let out = sigil(&["netpol", "generate", "--policy", POLICY, "--node-cidr", NODES]);
+    let out = sigil(&[
+        "netpol",
+        "generate",
+        "--policy",
+        POLICY,
+        "--node-cidr",
+        NODES,
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let shipped =
         std::fs::read_to_string(repo().join(HARDENED).join("netpol-generated.yaml")).unwrap();
@@ -161,8 +177,19 @@ fn netpol_generate_reproduces_the_hardened_example() {
     );
     assert!(!text(&out.stdout).contains("ipBlock"));
 
-    let cilium = sigil(&["netpol", "generate", "--policy", POLICY, "--node-cidr", NODES, "--cilium"]);
+    let cilium = sigil(&[
+        "netpol",
+        "generate",
+        "--policy",
+        POLICY,
+        "--node-cidr",
+        NODES,
+        "--cilium",
+    ]);
     assert_eq!(cilium.status.code(), Some(0));
     let y = text(&cilium.stdout);
-    assert!(y.contains("kind: CiliumNetworkPolicy") && y.contains("toCIDR"), "{y}");
+    assert!(
+        y.contains("kind: CiliumNetworkPolicy") && y.contains("toCIDR"),
+        "{y}"
+    );
 }

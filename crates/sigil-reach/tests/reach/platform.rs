@@ -376,8 +376,8 @@ subjects:
     let e = Engine::new(&c);
     let b = Blast::new(&e, Some(&p)).compromised(&[idx(&c, "notebooks/notebook")]);
     assert!(
-        !b.findings
-            .iter()
-            .any(|f| matches!(&f.item, Item::Exec { workload } if workload == "storage/object-store"))
+        !b.findings.iter().any(
+            |f| matches!(&f.item, Item::Exec { workload } if workload == "storage/object-store")
+        )
     );
 }

@@ -1,12 +1,22 @@
 //! 7z archives (sevenz-rust2: LZMA, LZMA2, BZip2, Deflate and copy; no AES): each member is
 //! decompressed with the scan's size limit into a spill buffer and scanned from its own bytes.
 //! Encrypted archives and methods the crate lacks are reported, never silently passed.
+//!
+//! Blocks with a single LZMA2 coder (7-Zip's default for non-executable content) up to 64 MiB
+//! are decoded here with lzma-rs, whose window grows with the output: sevenz-rust2 allocates and
+//! zeroes the full declared dictionary (16-64 MiB) for every block, which in a non-solid archive
+//! of many small members costs far more than scanning them. Headers (an encoded header is still
+//! decoded by sevenz-rust2, one dictionary per archive), layout, CRCs of the entries, and every
+//! other block shape (BCJ+LZMA2 as py7zr writes it, LZMA, BZip2, Deflate, copy) stay with
+//! sevenz-rust2.
 
-use sevenz_rust2::{ArchiveReader, Password};
+use std::io::Write;
+
+use sevenz_rust2::{Archive, ArchiveReader, Password};
 
 use crate::report::{Category, Format, Verdict};
 use crate::scan::{Ctx, join, scan_slice};
-use crate::source::{self, Slice};
+use crate::source::{self, Slice, SpillWriter};
 
 fn escapes(name: &str) -> bool {
     let n = name.replace('\\', "/");
@@ -29,7 +39,119 @@ fn escapes(name: &str) -> bool {
     false
 }
 
+/// 7z method id of LZMA2.
+const LZMA2: &[u8] = &[0x21];
+/// Blocks up to this size (uncompressed) take the lzma-rs path.
+const FAST_BLOCK_MAX: u64 = 64 * 1024 * 1024;
+/// Signature header size: pack positions count from its end.
+const SIGNATURE_HEADER: u64 = 32;
+
+type Member = (String, Option<Slice>, Option<String>);
+
+/// Members of an archive whose blocks all have one LZMA2 coder and at most
+/// [`FAST_BLOCK_MAX`] bytes, decoded block by block; `None` when any block has another shape.
+fn lzma2_members(archive: &Archive, s: &Slice, limit: u64) -> Option<Vec<Member>> {
+    let map = &archive.stream_map;
+    let shape_ok = archive.blocks.iter().all(|b| {
+        b.coders.len() == 1
+            && b.coders.first().map(sevenz_rust2::Coder::encoder_method_id) == Some(LZMA2)
+            && b.get_unpack_size() <= FAST_BLOCK_MAX
+    });
+    if !shape_ok {
+        return None;
+    }
+    // Files with data, per block, in archive order.
+    let mut per_block: Vec<Vec<usize>> = vec![Vec::new(); archive.blocks.len()];
+    for (fi, b) in map.file_block_index.iter().enumerate() {
+        if let Some(list) = b.and_then(|b| per_block.get_mut(b)) {
+            list.push(fi);
+        }
+    }
+    let mut out = Vec::new();
+    for (bi, block) in archive.blocks.iter().enumerate() {
+        let pack = *map.block_first_pack_stream_index().get(bi)?;
+        let off = SIGNATURE_HEADER
+            .checked_add(archive.pack_pos())?
+            .checked_add(map.pack_stream_offsets().get(pack).copied()?)?;
+        let len = archive.pack_sizes().get(pack).copied()?;
+        let declared = block.get_unpack_size();
+        let mut input = std::io::BufReader::new(s.sub(off, len));
+        let mut w = SpillWriter::new(limit);
+        let decoded = lzma_rs::lzma2_decompress(&mut input, &mut w);
+        let _ = w.flush();
+        let data = w.finish().ok();
+        let produced = data.as_ref().map_or(0, Slice::len);
+        let mut block_err = match decoded {
+            Err(e) => Some(format!("LZMA2 block {bi}: {e}")),
+            Ok(()) if produced != declared => Some(format!(
+                "LZMA2 block {bi} decodes to {produced} bytes, its header says {declared}"
+            )),
+            Ok(()) => None,
+        };
+        let mut at = 0u64;
+        let block_start = out.len();
+        for &fi in per_block.get(bi).into_iter().flatten() {
+            let Some(entry) = archive.files.get(fi) else {
+                continue;
+            };
+            if entry.is_directory() || !entry.has_stream() {
+                continue;
+            }
+            let member = data.as_ref().map(|d| d.sub(at, entry.size));
+            let short = member.as_ref().is_none_or(|m| m.len() < entry.size);
+            let mut err = if short {
+                Some(block_err.take().unwrap_or_else(|| {
+                    format!("block {bi} ends before this member's {} bytes", entry.size)
+                }))
+            } else {
+                None
+            };
+            if err.is_none()
+                && entry.has_crc
+                && let Some(m) = &member
+                && crc32(m).is_some_and(|c| u64::from(c) != entry.crc)
+            {
+                err = Some(format!("CRC mismatch (stored {:08x})", entry.crc));
+            }
+            out.push((entry.name().to_owned(), member, err));
+            at = at.saturating_add(entry.size);
+        }
+        if let Some(e) = block_err {
+            // Not tied to one member (e.g. a size mismatch after the last one): report it on
+            // the last member of the block, or on the block.
+            match out.get_mut(block_start..).and_then(<[Member]>::last_mut) {
+                Some((_, _, slot @ None)) => *slot = Some(e),
+                _ => out.push((format!("<block {bi}>"), None, Some(e))),
+            }
+        }
+    }
+    Some(out)
+}
+
+fn crc32(s: &Slice) -> Option<u32> {
+    let mut h = crc32fast::Hasher::new();
+    let mut r = s.clone();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = std::io::Read::read(&mut r, &mut buf).ok()?;
+        if n == 0 {
+            return Some(h.finalize());
+        }
+        h.update(buf.get(..n)?);
+    }
+}
+
 pub(crate) fn scan(ctx: &mut Ctx<'_>, inner: &str, s: &Slice) -> Format {
+    let limit = ctx.cfg.max_decompressed;
+    let max_entries = ctx.cfg.max_entries;
+    let fast = Archive::read(&mut s.clone(), &Password::empty())
+        .ok()
+        .filter(|a| a.files.len() <= max_entries)
+        .and_then(|a| lzma2_members(&a, s, limit));
+    if let Some(members) = fast {
+        scan_members(ctx, inner, members);
+        return Format::SevenZip;
+    }
     let mut reader = match ArchiveReader::new(s.clone(), Password::empty()) {
         Ok(r) => r,
         Err(e) => {
@@ -42,9 +164,7 @@ pub(crate) fn scan(ctx: &mut Ctx<'_>, inner: &str, s: &Slice) -> Format {
             return Format::SevenZip;
         }
     };
-    let limit = ctx.cfg.max_decompressed;
-    let max_entries = ctx.cfg.max_entries;
-    let mut members: Vec<(String, Option<Slice>, Option<String>)> = Vec::new();
+    let mut members: Vec<Member> = Vec::new();
     let r = reader.for_each_entries(|entry, rd| {
         if entry.is_directory() || !entry.has_stream() {
             return Ok(true);
@@ -61,6 +181,11 @@ pub(crate) fn scan(ctx: &mut Ctx<'_>, inner: &str, s: &Slice) -> Format {
             format!("7z decoding failed: {e}; members before the failure are still scanned"),
         );
     }
+    scan_members(ctx, inner, members);
+    Format::SevenZip
+}
+
+fn scan_members(ctx: &mut Ctx<'_>, inner: &str, members: Vec<Member>) {
     for (name, slice, err) in members {
         let sub = join(inner, &name);
         if escapes(&name) {
@@ -85,5 +210,65 @@ pub(crate) fn scan(ctx: &mut Ctx<'_>, inner: &str, s: &Slice) -> Format {
             scan_slice(ctx, &sub, &sl);
         }
     }
-    Format::SevenZip
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Cursor, Read};
+
+    use sevenz_rust2::{ArchiveEntry, ArchiveWriter};
+
+    use super::*;
+
+    #[test]
+    fn lzma2_path_decodes_what_the_crate_decodes() {
+        let files: Vec<(String, Vec<u8>)> = (0..5u8)
+            .map(|i| {
+                let data: Vec<u8> = (0..(i as usize * 70_001))
+                    .map(|j| (j % 251) as u8 ^ i)
+                    .collect();
+                (format!("d/f{i}"), data)
+            })
+            .collect();
+        for solid in [false, true] {
+            let mut w = ArchiveWriter::new(Cursor::new(Vec::new())).unwrap();
+            if solid {
+                let (e, r): (Vec<_>, Vec<_>) = files
+                    .iter()
+                    .map(|(n, d)| (ArchiveEntry::new_file(n), Cursor::new(d.clone()).into()))
+                    .unzip();
+                w.push_archive_entries(e, r).unwrap();
+            } else {
+                for (n, d) in &files {
+                    w.push_archive_entry(ArchiveEntry::new_file(n), Some(Cursor::new(d.clone())))
+                        .unwrap();
+                }
+            }
+            let bytes = w.finish().unwrap().into_inner();
+            let s = Slice::mem(bytes);
+            let archive = Archive::read(&mut s.clone(), &Password::empty()).unwrap();
+            let members =
+                lzma2_members(&archive, &s, u64::MAX).expect("LZMA2 blocks take the fast path");
+            let got: Vec<(String, Vec<u8>)> = members
+                .into_iter()
+                .map(|(n, sl, err)| {
+                    assert!(err.is_none(), "{n}: {err:?}");
+                    let mut v = Vec::new();
+                    sl.unwrap().read_to_end(&mut v).unwrap();
+                    (n, v)
+                })
+                .collect();
+            // Compare without printing megabytes: names, lengths, equality. The empty first
+            // file may or may not be stored as a stream, depending on the writer's mode.
+            let want: Vec<&(String, Vec<u8>)> = files
+                .iter()
+                .filter(|(n, d)| !d.is_empty() || got.iter().any(|(g, _)| g == n))
+                .collect();
+            assert_eq!(got.len(), want.len(), "solid={solid}");
+            for ((gn, gd), (wn, wd)) in got.iter().zip(want) {
+                assert_eq!((gn, gd.len()), (wn, wd.len()), "solid={solid}");
+                assert!(gd == wd, "{gn}: contents differ (solid={solid})");
+            }
+        }
+    }
 }
