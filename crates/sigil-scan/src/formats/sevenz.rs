@@ -144,14 +144,7 @@ fn crc32(s: &Slice) -> Option<u32> {
 pub(crate) fn scan(ctx: &mut Ctx<'_>, inner: &str, s: &Slice) -> Format {
     let limit = ctx.cfg.max_decompressed;
     let max_entries = ctx.cfg.max_entries;
-    let fast = Archive::read(&mut s.clone(), &Password::empty())
-        .ok()
-        .filter(|a| a.files.len() <= max_entries)
-        .and_then(|a| lzma2_members(&a, s, limit));
-    if let Some(members) = fast {
-        scan_members(ctx, inner, members);
-        return Format::SevenZip;
-    }
+    // One header parse (an encoded header is itself LZMA-compressed) serves both paths.
     let mut reader = match ArchiveReader::new(s.clone(), Password::empty()) {
         Ok(r) => r,
         Err(e) => {
@@ -164,6 +157,13 @@ pub(crate) fn scan(ctx: &mut Ctx<'_>, inner: &str, s: &Slice) -> Format {
             return Format::SevenZip;
         }
     };
+    let archive = reader.archive();
+    if archive.files.len() <= max_entries
+        && let Some(members) = lzma2_members(archive, s, limit)
+    {
+        scan_members(ctx, inner, members);
+        return Format::SevenZip;
+    }
     let mut members: Vec<Member> = Vec::new();
     let r = reader.for_each_entries(|entry, rd| {
         if entry.is_directory() || !entry.has_stream() {
