@@ -8,30 +8,11 @@
     clippy::indexing_slicing
 )]
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-const SIGIL: &str = env!("CARGO_BIN_EXE_sigil");
+use std::process::{Child, Command, Stdio};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn sigil(args: &[&str]) -> Output {
-    Command::new(SIGIL)
-        .current_dir(repo())
-        .args(args)
-        .env("NO_COLOR", "1")
-        .env("SIGIL_LOG", "warn")
-        .output()
-        .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use common::{SIGIL, free_port, repo, sigil, spawn_server, text};
 
 const PLATFORM: &str = "examples/ai-platform/sigil.yaml";
 const NAIVE: &str = "examples/ai-platform/manifests/naive";
@@ -205,14 +186,6 @@ impl Drop for Webhook {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn start_webhook(extra: &[&str]) -> Webhook {
     let dir = tempfile::tempdir().unwrap();
     let st = Command::new("openssl")
@@ -251,19 +224,7 @@ fn start_webhook(extra: &[&str]) -> Webhook {
         "tls.key",
     ];
     args.extend_from_slice(extra);
-    let child = Command::new(SIGIL)
-        .current_dir(dir.path())
-        .args(&args)
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "webhook did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let child = spawn_server(dir.path(), &args, port);
     Webhook { child, port, dir }
 }
 

@@ -7,30 +7,13 @@
     clippy::indexing_slicing
 )]
 
-use std::net::TcpListener;
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Child;
 
-const SIGIL: &str = env!("CARGO_BIN_EXE_sigil");
-
-fn sigil(dir: &Path, args: &[&str]) -> Output {
-    Command::new(SIGIL)
-        .current_dir(dir)
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::{free_port, sigil_in as sigil, spawn_server};
 
 struct Server(Child);
 
@@ -42,28 +25,17 @@ impl Drop for Server {
 }
 
 fn start_server(dir: &Path, port: u16) -> Server {
-    let child = Command::new(SIGIL)
-        .current_dir(dir)
-        .args([
-            "server",
-            "--policy",
-            "sigil.yaml",
-            "--data-dir",
-            "data",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Server(child)
+    let listen = format!("127.0.0.1:{port}");
+    let args = [
+        "server",
+        "--policy",
+        "sigil.yaml",
+        "--data-dir",
+        "data",
+        "--listen",
+        &listen,
+    ];
+    Server(spawn_server(dir, &args, port))
 }
 
 fn setup(dir: &Path) {

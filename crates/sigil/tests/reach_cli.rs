@@ -8,31 +8,16 @@
     clippy::indexing_slicing
 )]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-const SIGIL: &str = env!("CARGO_BIN_EXE_sigil");
+use std::process::Output;
+
+use common::{repo, sigil, text};
+
 const POLICY: &str = "examples/ai-platform/sigil.yaml";
 const NAIVE: &str = "examples/ai-platform/manifests/naive";
 const HARDENED: &str = "examples/ai-platform/manifests/hardened";
 const NODES: &str = "10.0.0.0/16";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn sigil(args: &[&str]) -> Output {
-    Command::new(SIGIL)
-        .current_dir(repo())
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 fn deny_path(manifests: &str, path: &str) -> Output {
     sigil(&[
