@@ -76,17 +76,26 @@ fn lzma2_members(archive: &Archive, s: &Slice, limit: u64) -> Option<Vec<Member>
         let len = archive.pack_sizes().get(pack).copied()?;
         let declared = block.get_unpack_size();
         let mut input = std::io::BufReader::new(s.sub(off, len));
-        let mut w = SpillWriter::new(limit);
+        // One byte past the declared size is enough to know the header lies; decoding stops
+        // there, so a block cannot expand beyond what its header admits (or the scan's limit).
+        let cap = declared.saturating_add(1).min(limit);
+        let mut w = SpillWriter::new(cap);
         let decoded = lzma_rs::lzma2_decompress(&mut input, &mut w);
         let _ = w.flush();
         let data = w.finish().ok();
         let produced = data.as_ref().map_or(0, Slice::len);
-        let mut block_err = match decoded {
-            Err(e) => Some(format!("LZMA2 block {bi}: {e}")),
-            Ok(()) if produced != declared => Some(format!(
-                "LZMA2 block {bi} decodes to {produced} bytes, its header says {declared}"
-            )),
-            Ok(()) => None,
+        let mut block_err = if produced > declared {
+            Some(format!(
+                "LZMA2 block {bi} decodes to more than the {declared} bytes its header says; decoding stopped there"
+            ))
+        } else {
+            match decoded {
+                Err(e) => Some(format!("LZMA2 block {bi}: {e}")),
+                Ok(()) if produced != declared => Some(format!(
+                    "LZMA2 block {bi} decodes to {produced} bytes, its header says {declared}"
+                )),
+                Ok(()) => None,
+            }
         };
         let mut at = 0u64;
         let block_start = out.len();
