@@ -2,21 +2,19 @@
 //! decompressed with the scan's size limit into a spill buffer and scanned from its own bytes.
 //! Encrypted archives and methods the crate lacks are reported, never silently passed.
 //!
-//! Blocks with a single LZMA2 coder (7-Zip's default for non-executable content) up to 64 MiB
-//! are decoded here with lzma-rs, whose window grows with the output: sevenz-rust2 allocates and
-//! zeroes the full declared dictionary (16-64 MiB) for every block, which in a non-solid archive
-//! of many small members costs far more than scanning them. Headers (an encoded header is still
-//! decoded by sevenz-rust2, one dictionary per archive), layout, CRCs of the entries, and every
-//! other block shape (BCJ+LZMA2 as py7zr writes it, LZMA, BZip2, Deflate, copy) stay with
-//! sevenz-rust2.
-
-use std::io::Write;
+//! Blocks made of LZMA2 and BCJ x86 coders (7-Zip's and py7zr's defaults) up to 64 MiB are
+//! decoded here with lzma-rust2's readers and an LZMA2 dictionary no larger than the block:
+//! sevenz-rust2 allocates and zeroes the full declared dictionary (16-64 MiB) for every block,
+//! which in a non-solid archive of many small members costs far more than scanning them.
+//! Headers (an encoded header is still decoded by sevenz-rust2, one dictionary per archive),
+//! layout, and every other block shape (LZMA, BZip2, Deflate, copy, other filters) stay with
+//! sevenz-rust2. Entry CRCs are checked on both paths.
 
 use sevenz_rust2::{Archive, ArchiveReader, Password};
 
 use crate::report::{Category, Format, Verdict};
 use crate::scan::{Ctx, join, scan_slice};
-use crate::source::{self, Slice, SpillWriter};
+use crate::source::{self, Slice};
 
 fn escapes(name: &str) -> bool {
     let n = name.replace('\\', "/");
@@ -39,25 +37,53 @@ fn escapes(name: &str) -> bool {
     false
 }
 
-/// 7z method id of LZMA2.
+/// 7z method ids decoded here.
 const LZMA2: &[u8] = &[0x21];
-/// Blocks up to this size (uncompressed) take the lzma-rs path.
+const BCJ_X86: &[u8] = &[0x03, 0x03, 0x01, 0x03];
+/// Blocks up to this size (uncompressed) take the capped-dictionary path.
 const FAST_BLOCK_MAX: u64 = 64 * 1024 * 1024;
 /// Signature header size: pack positions count from its end.
 const SIGNATURE_HEADER: u64 = 32;
 
 type Member = (String, Option<Slice>, Option<String>);
 
-/// Members of an archive whose blocks all have one LZMA2 coder and at most
-/// [`FAST_BLOCK_MAX`] bytes, decoded block by block; `None` when any block has another shape.
-fn lzma2_members(archive: &Archive, s: &Slice, limit: u64) -> Option<Vec<Member>> {
+/// Whether a block is a chain of LZMA2 and BCJ x86 coders (one packed stream) of at most
+/// [`FAST_BLOCK_MAX`] bytes.
+fn fast_shape(b: &sevenz_rust2::Block) -> bool {
+    let chain: Vec<&[u8]> = b
+        .ordered_coder_iter()
+        .map(|(_, c)| c.encoder_method_id())
+        .collect();
+    chain.len() == b.coders.len()
+        && !chain.is_empty()
+        && chain.iter().all(|id| *id == LZMA2 || *id == BCJ_X86)
+        && b.get_unpack_size() <= FAST_BLOCK_MAX
+}
+
+/// The decoder chain of a [`fast_shape`] block over its packed bytes. LZMA2 gets a dictionary
+/// the size of that coder's output: a stream never refers further back than what it has
+/// produced, so this is always enough, and it is what keeps small blocks cheap.
+fn fast_decoder(b: &sevenz_rust2::Block, packed: Slice) -> Option<Box<dyn std::io::Read>> {
+    let mut r: Box<dyn std::io::Read> = Box::new(std::io::BufReader::new(packed));
+    for (i, c) in b.ordered_coder_iter() {
+        r = match c.encoder_method_id() {
+            LZMA2 => {
+                let out = b.get_unpack_size_at_index(i).max(4096);
+                let dict = u32::try_from(out).ok()?;
+                Box::new(lzma_rust2::Lzma2Reader::new(r, dict, None))
+            }
+            BCJ_X86 => Box::new(lzma_rust2::filter::bcj::BcjReader::new_x86(r, 0)),
+            _ => return None,
+        };
+    }
+    Some(r)
+}
+
+/// Members of an archive whose blocks all have [`fast_shape`], decoded block by block; `None`
+/// when any block has another shape.
+fn fast_members(archive: &Archive, s: &Slice, limit: u64) -> Option<Vec<Member>> {
     let map = &archive.stream_map;
-    let shape_ok = archive.blocks.iter().all(|b| {
-        b.coders.len() == 1
-            && b.coders.first().map(sevenz_rust2::Coder::encoder_method_id) == Some(LZMA2)
-            && b.get_unpack_size() <= FAST_BLOCK_MAX
-    });
-    if !shape_ok {
+    if !archive.blocks.iter().all(fast_shape) {
         return None;
     }
     // Files with data, per block, in archive order.
@@ -75,26 +101,23 @@ fn lzma2_members(archive: &Archive, s: &Slice, limit: u64) -> Option<Vec<Member>
             .checked_add(map.pack_stream_offsets().get(pack).copied()?)?;
         let len = archive.pack_sizes().get(pack).copied()?;
         let declared = block.get_unpack_size();
-        let mut input = std::io::BufReader::new(s.sub(off, len));
+        let decoder = fast_decoder(block, s.sub(off, len))?;
         // One byte past the declared size is enough to know the header lies; decoding stops
         // there, so a block cannot expand beyond what its header admits (or the scan's limit).
         let cap = declared.saturating_add(1).min(limit);
-        let mut w = SpillWriter::new(cap);
-        let decoded = lzma_rs::lzma2_decompress(&mut input, &mut w);
-        let _ = w.flush();
-        let data = w.finish().ok();
+        let (data, spill_err) = source::spill(std::io::Read::take(decoder, cap), cap);
         let produced = data.as_ref().map_or(0, Slice::len);
         let mut block_err = if produced > declared {
             Some(format!(
-                "LZMA2 block {bi} decodes to more than the {declared} bytes its header says; decoding stopped there"
+                "block {bi} decodes to more than the {declared} bytes its header says; decoding stopped there"
             ))
         } else {
-            match decoded {
-                Err(e) => Some(format!("LZMA2 block {bi}: {e}")),
-                Ok(()) if produced != declared => Some(format!(
-                    "LZMA2 block {bi} decodes to {produced} bytes, its header says {declared}"
+            match spill_err {
+                Some(e) => Some(format!("block {bi}: {e}")),
+                None if produced != declared => Some(format!(
+                    "block {bi} decodes to {produced} bytes, its header says {declared}"
                 )),
-                Ok(()) => None,
+                None => None,
             }
         };
         let mut at = 0u64;
@@ -168,7 +191,7 @@ pub(crate) fn scan(ctx: &mut Ctx<'_>, inner: &str, s: &Slice) -> Format {
     };
     let archive = reader.archive();
     if archive.files.len() <= max_entries
-        && let Some(members) = lzma2_members(archive, s, limit)
+        && let Some(members) = fast_members(archive, s, limit)
     {
         scan_members(ctx, inner, members);
         return Format::SevenZip;
@@ -225,12 +248,12 @@ fn scan_members(ctx: &mut Ctx<'_>, inner: &str, members: Vec<Member>) {
 mod tests {
     use std::io::{Cursor, Read};
 
-    use sevenz_rust2::{ArchiveEntry, ArchiveWriter};
+    use sevenz_rust2::{ArchiveEntry, ArchiveWriter, EncoderConfiguration, EncoderMethod};
 
     use super::*;
 
     #[test]
-    fn lzma2_path_decodes_what_the_crate_decodes() {
+    fn fast_path_decodes_what_the_crate_decodes() {
         let files: Vec<(String, Vec<u8>)> = (0..5u8)
             .map(|i| {
                 let data: Vec<u8> = (0..(i as usize * 70_001))
@@ -239,8 +262,36 @@ mod tests {
                 (format!("d/f{i}"), data)
             })
             .collect();
-        for solid in [false, true] {
+        // x86-looking bytes (E8/E9 call and jump opcodes) so the BCJ filter has work to do.
+        let mut files = files;
+        files.push((
+            "d/code.bin".to_owned(),
+            (0..50_000u32)
+                .flat_map(|i| {
+                    [
+                        0xE8,
+                        (i % 256) as u8,
+                        0x10,
+                        0x00,
+                        0x00,
+                        0x90,
+                        0xE9,
+                        0x01,
+                        0x02,
+                        0x03,
+                        0x00,
+                    ]
+                })
+                .collect(),
+        ));
+        for (solid, bcj) in [(false, false), (true, false), (false, true), (true, true)] {
             let mut w = ArchiveWriter::new(Cursor::new(Vec::new())).unwrap();
+            if bcj {
+                w.set_content_methods(vec![
+                    EncoderConfiguration::new(EncoderMethod::BCJ_X86_FILTER),
+                    EncoderConfiguration::new(EncoderMethod::LZMA2),
+                ]);
+            }
             if solid {
                 let (e, r): (Vec<_>, Vec<_>) = files
                     .iter()
@@ -257,7 +308,7 @@ mod tests {
             let s = Slice::mem(bytes);
             let archive = Archive::read(&mut s.clone(), &Password::empty()).unwrap();
             let members =
-                lzma2_members(&archive, &s, u64::MAX).expect("LZMA2 blocks take the fast path");
+                fast_members(&archive, &s, u64::MAX).expect("LZMA2 blocks take the fast path");
             let got: Vec<(String, Vec<u8>)> = members
                 .into_iter()
                 .map(|(n, sl, err)| {
