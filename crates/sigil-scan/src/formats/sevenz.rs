@@ -6,7 +6,8 @@
 //! decoded here with lzma-rust2's readers and an LZMA2 dictionary no larger than the block:
 //! sevenz-rust2 allocates and zeroes the full declared dictionary (16-64 MiB) for every block,
 //! which in a non-solid archive of many small members costs far more than scanning them.
-//! Headers (an encoded header is still decoded by sevenz-rust2, one dictionary per archive),
+//! For the same reason a small archive's LZMA2-encoded header (py7zr writes them) is decoded
+//! here and handed to sevenz-rust2 as a plain header ([`plain_header_copy`]). Header parsing,
 //! layout, and every other block shape (LZMA, BZip2, Deflate, copy, other filters) stay with
 //! sevenz-rust2. Entry CRCs are checked on both paths.
 
@@ -173,7 +174,149 @@ fn crc32(s: &Slice) -> Option<u32> {
     }
 }
 
+/// Archives up to this size get their encoded header decoded here (see [`plain_header_copy`]).
+const HEADER_REWRITE_MAX: u64 = 16 * 1024 * 1024;
+const SIGNATURE: &[u8] = &[b'7', b'z', 0xBC, 0xAF, 0x27, 0x1C];
+
+/// A reader of the 7z header encoding (7zFormat.txt): bytes and variable-length NUMBERs.
+struct Cursor7<'a>(&'a [u8]);
+
+impl Cursor7<'_> {
+    fn byte(&mut self) -> Option<u8> {
+        let (b, rest) = self.0.split_first()?;
+        self.0 = rest;
+        Some(*b)
+    }
+
+    /// NUMBER: the leading one bits of the first byte say how many little-endian bytes follow;
+    /// the first byte's remaining bits are the most significant part.
+    fn number(&mut self) -> Option<u64> {
+        let first = self.byte()?;
+        let mut mask = 0x80u8;
+        let mut value = 0u64;
+        for i in 0..8 {
+            if first & mask == 0 {
+                let high = u64::from(first & mask.wrapping_sub(1));
+                return Some(value | (high << (8 * i)));
+            }
+            value |= u64::from(self.byte()?) << (8 * i);
+            mask >>= 1;
+        }
+        Some(value)
+    }
+
+    fn expect(&mut self, id: u8) -> Option<()> {
+        (self.byte()? == id).then_some(())
+    }
+}
+
+/// The packed position, packed size, unpacked size and expected CRC of an encoded header that
+/// is one LZMA2 coder over one packed stream; `None` for any other shape.
+fn encoded_header_stream(h: &[u8]) -> Option<(u64, u64, u64, Option<u32>)> {
+    let mut c = Cursor7(h);
+    c.expect(0x17)?; // kEncodedHeader
+    c.expect(0x06)?; // kPackInfo
+    let pack_pos = c.number()?;
+    (c.number()? == 1).then_some(())?;
+    c.expect(0x09)?; // kSize
+    let pack_size = c.number()?;
+    let mut id = c.byte()?;
+    if id == 0x0A {
+        // kCRC of the packed stream: AllAreDefined, then the CRC when defined.
+        if c.byte()? == 1 {
+            for _ in 0..4 {
+                c.byte()?;
+            }
+        } else {
+            return None;
+        }
+        id = c.byte()?;
+    }
+    (id == 0x00).then_some(())?; // kEnd
+    c.expect(0x07)?; // kUnPackInfo
+    c.expect(0x0B)?; // kFolder
+    (c.number()? == 1).then_some(())?;
+    c.expect(0x00)?; // not external
+    (c.number()? == 1).then_some(())?; // one coder
+    let flags = c.byte()?;
+    // Simple coder (no 0x10), one-byte id, attributes present: LZMA2 and its dictionary byte.
+    (flags & 0xDF == 0x01 && flags & 0x20 != 0).then_some(())?;
+    c.expect(LZMA2.first().copied()?)?;
+    let props = c.number()?;
+    for _ in 0..props {
+        c.byte()?;
+    }
+    c.expect(0x0C)?; // kCodersUnPackSize
+    let unpack = c.number()?;
+    let mut crc = None;
+    let mut id = c.byte()?;
+    if id == 0x0A {
+        if c.byte()? != 1 {
+            return None;
+        }
+        let b: [u8; 4] = [c.byte()?, c.byte()?, c.byte()?, c.byte()?];
+        crc = Some(u32::from_le_bytes(b));
+        id = c.byte()?;
+    }
+    (id == 0x00).then_some(())?; // end of UnPackInfo
+    c.expect(0x00)?; // end of StreamsInfo
+    Some((pack_pos, pack_size, unpack, crc))
+}
+
+/// For a small archive whose header is encoded with LZMA2 (py7zr writes them so), an in-memory
+/// copy with that header decoded in place: the start header is rewritten (size, CRCs) to point at
+/// the plain header, the packed streams stay where they were. sevenz-rust2 would decode the
+/// header with the full declared dictionary (16 MiB and more); here it is the header's size.
+/// `None` whenever anything is not exactly as expected: the caller then reads the original.
+fn plain_header_copy(s: &Slice) -> Option<Slice> {
+    if s.len() > HEADER_REWRITE_MAX {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut s.clone(), &mut bytes).ok()?;
+    (bytes.get(..6)? == SIGNATURE).then_some(())?;
+    let u64_at = |b: &[u8], at: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+    };
+    let next_off = usize::try_from(u64_at(&bytes, 12)?).ok()?;
+    let next_size = usize::try_from(u64_at(&bytes, 20)?).ok()?;
+    let start = 32usize.checked_add(next_off)?;
+    let header = bytes.get(start..start.checked_add(next_size)?)?;
+    // The original's own checks first: a damaged start or encoded header is left to
+    // sevenz-rust2, which reports it, rather than repaired by the rewrite.
+    let u32_at = |at: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+    };
+    (crc32fast::hash(bytes.get(12..32)?) == u32_at(8)?).then_some(())?;
+    (crc32fast::hash(header) == u32_at(28)?).then_some(())?;
+    let (pack_pos, pack_size, unpack, crc) = encoded_header_stream(header)?;
+    (unpack <= HEADER_REWRITE_MAX).then_some(())?;
+    let packed = s.sub(SIGNATURE_HEADER.checked_add(pack_pos)?, pack_size);
+    let dict = u32::try_from(unpack.max(4096)).ok()?;
+    let mut plain = Vec::new();
+    let reader = lzma_rust2::Lzma2Reader::new(std::io::BufReader::new(packed), dict, None);
+    std::io::Read::read_to_end(&mut std::io::Read::take(reader, unpack), &mut plain).ok()?;
+    (plain.len() as u64 == unpack).then_some(())?;
+    let plain_crc = crc32fast::hash(&plain);
+    if crc.is_some_and(|c| c != plain_crc) {
+        return None;
+    }
+    bytes.truncate(start);
+    bytes.extend_from_slice(&plain);
+    let patch = |b: &mut Vec<u8>, at: usize, v: &[u8]| -> Option<()> {
+        b.get_mut(at..at + v.len())?.copy_from_slice(v);
+        Some(())
+    };
+    patch(&mut bytes, 20, &(plain.len() as u64).to_le_bytes())?;
+    patch(&mut bytes, 28, &plain_crc.to_le_bytes())?;
+    let start_crc = crc32fast::hash(bytes.get(12..32)?);
+    patch(&mut bytes, 8, &start_crc.to_le_bytes())?;
+    Some(Slice::mem(bytes))
+}
+
 pub(crate) fn scan(ctx: &mut Ctx<'_>, inner: &str, s: &Slice) -> Format {
+    let rewritten = plain_header_copy(s);
+    let s = rewritten.as_ref().unwrap_or(s);
     let limit = ctx.cfg.max_decompressed;
     let max_entries = ctx.cfg.max_entries;
     // One header parse (an encoded header is itself LZMA-compressed) serves both paths.
@@ -328,6 +471,57 @@ mod tests {
             for ((gn, gd), (wn, wd)) in got.iter().zip(want) {
                 assert_eq!((gn, gd.len()), (wn, wd.len()), "solid={solid}");
                 assert!(gd == wd, "{gn}: contents differ (solid={solid})");
+            }
+        }
+    }
+
+    fn members_of(s: &Slice) -> Vec<(String, Vec<u8>)> {
+        let mut r = ArchiveReader::new(s.clone(), Password::empty()).unwrap();
+        let mut out = Vec::new();
+        r.for_each_entries(|e, rd| {
+            let mut v = Vec::new();
+            rd.read_to_end(&mut v)?;
+            out.push((e.name().to_owned(), v));
+            Ok(true)
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn lzma2_encoded_headers_are_decoded_in_place() {
+        // py7zr's archives from the corpus: LZMA2-encoded header, BCJ+LZMA2 data.
+        for rel in ["benign/archive/wrapped.7z", "malicious/archive/wrapped.7z"] {
+            let path = format!("{}/tests/corpus/{rel}", env!("CARGO_MANIFEST_DIR"));
+            let original = Slice::mem(std::fs::read(path).unwrap());
+            let copy = plain_header_copy(&original).expect("rewritten");
+            let mut head = Vec::new();
+            copy.clone().read_to_end(&mut head).unwrap();
+            // The copy's header is plain (kHeader), and both read the same members.
+            let off =
+                32 + usize::try_from(u64::from_le_bytes(head[12..20].try_into().unwrap())).unwrap();
+            assert_eq!(head[off], 0x01, "{rel}");
+            assert_eq!(members_of(&copy), members_of(&original), "{rel}");
+            assert!(!members_of(&copy).is_empty());
+        }
+        // Anything else is left alone: a plain zip, a truncated archive, flipped header bytes.
+        assert!(plain_header_copy(&Slice::mem(b"PK\x03\x04....".to_vec())).is_none());
+        let path = format!(
+            "{}/tests/corpus/benign/archive/wrapped.7z",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let bytes = std::fs::read(path).unwrap();
+        assert!(plain_header_copy(&Slice::mem(bytes[..bytes.len() - 3].to_vec())).is_none());
+        let header_at =
+            32 + usize::try_from(u64::from_le_bytes(bytes[12..20].try_into().unwrap())).unwrap();
+        for i in 8..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0xFF;
+            // Never a panic; a damaged start header or encoded header is never rewritten
+            // (sevenz-rust2 then reports it).
+            let copy = plain_header_copy(&Slice::mem(b));
+            if i < 32 || i >= header_at {
+                assert!(copy.is_none(), "byte {i}");
             }
         }
     }
