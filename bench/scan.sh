@@ -6,7 +6,7 @@
 #
 # 1. The labelled corpus (crates/sigil-scan/tests/corpus, from its generate.py) through all three
 #    tools: detections of known-dangerous samples, false positives on benign samples, wall time
-#    of each tool's CLI on the whole directory (median of 5 runs).
+#    of each tool's CLI on the whole directory (median of ROUNDS=15 rounds, the three tools interleaved).
 # 2. A generated 1 GiB pickle and a 2 GiB PyTorch zip archive: wall time and peak RSS per tool.
 # 3. Hashing: `sigil models lock -j1` over both big files against coreutils `sha256sum`.
 # Ends with one `RESULT <metric> <value> <unit>` line per figure.
@@ -78,20 +78,31 @@ files = {os.path.join(corpus, k): v["label"] for k, v in labels.items()}
 dangerous = [f for f, l in files.items() if l == "dangerous"]
 benign = [f for f, l in files.items() if l == "safe"]
 
-def timed(cmd, runs=5):
-    ts = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        r = subprocess.run(cmd, capture_output=True)
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts), r
+ROUNDS = int(os.environ.get("ROUNDS", "15"))
 
-# Sigil: one run over the directory, JSON report.
-t_sigil, r = timed([sigil, "scan", corpus, "-o", "json", "--no-progress"])
+def timed_interleaved(cmds):
+    """Runs every command once per round, ROUNDS rounds, so machine noise hits all tools
+    alike; returns the median wall time of each and its last result."""
+    ts = [[] for _ in cmds]
+    last = [None] * len(cmds)
+    for _ in range(ROUNDS):
+        for i, cmd in enumerate(cmds):
+            t = time.perf_counter()
+            last[i] = subprocess.run(cmd, capture_output=True)
+            ts[i].append(time.perf_counter() - t)
+    return [statistics.median(x) for x in ts], last
+
+out = os.path.join(work, "modelscan.json")
+(t_sigil, t_pickle, t_model), (r, _, _) = timed_interleaved([
+    [sigil, "scan", corpus, "-o", "json", "--no-progress"],
+    [os.path.join(bindir, "picklescan"), "-p", corpus],
+    [os.path.join(bindir, "modelscan"), "-p", corpus, "-r", "json", "-o", out, "-l", "CRITICAL"],
+])
+
+# Sigil: JSON report of the last run.
 flag_sigil = {x["path"] for x in json.loads(r.stdout) if x["verdict"] in ("dangerous", "suspicious")}
 
-# picklescan: CLI time over the directory; per-file API for the accounting.
-t_pickle, _ = timed([os.path.join(bindir, "picklescan"), "-p", corpus])
+# picklescan: CLI time over the directory (above); per-file API for the accounting.
 from picklescan.scanner import scan_file_path
 flag_pickle = set()
 t_pickle_inproc = 0.0
@@ -105,9 +116,7 @@ for f in files:
         pass  # picklescan raises on some malformed files (e.g. a truncated zip)
     t_pickle_inproc += time.perf_counter() - t
 
-# modelscan: CLI time over the directory, JSON report for the accounting.
-out = os.path.join(work, "modelscan.json")
-t_model, _ = timed([os.path.join(bindir, "modelscan"), "-p", corpus, "-r", "json", "-o", out, "-l", "CRITICAL"])
+# modelscan: CLI time over the directory (above), JSON report of the last run for the accounting.
 flag_model = set()
 try:
     rep = json.load(open(out))
