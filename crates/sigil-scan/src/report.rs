@@ -186,7 +186,12 @@ impl FileReport {
                 .cmp(&a.verdict)
                 .then_with(|| a.inner.cmp(&b.inner))
                 .then(a.offset.cmp(&b.offset))
+                .then_with(|| a.subject.cmp(&b.subject))
+                .then_with(|| a.reason.cmp(&b.reason))
         });
+        // The same construct reached twice (a Keras .h5 carries its config in more than one
+        // place) is one finding.
+        findings.dedup();
         let verdict = findings
             .iter()
             .map(|f| f.verdict)

@@ -2,7 +2,8 @@
 """Generates Sigil's model-scanner test corpus and confirms each label in a real loader.
 
 Usage:  python generate.py [OUT_DIR]          (default: the directory of this script)
-Needs:  numpy joblib h5py onnx gguf safetensors jinja2 (all install offline from PyPI wheels)
+Needs:  numpy joblib h5py onnx gguf safetensors jinja2 py7zr, and keras jax jaxlib for real Keras
+        samples (all PyPI wheels)
 
 Every file is written by this script; CI does not regenerate them. Each malicious payload only
 creates a marker file named `sigil_marker` in the loader's working directory (a fresh temporary
@@ -15,8 +16,10 @@ the exact layout `torch.save` uses (zip: `<name>/data.pkl`, `<name>/data/<key>`,
 `<name>/byteorder`, `<name>/.data/serialization_id`, all stored; legacy: five pickles then raw
 storages; legacy tar: `sys_info`, `pickle`, `tensors`, `storages`), and confirmed by unpickling
 `data.pkl` with an Unpickler whose `persistent_load` returns the storage key, as torch does.
-Keras and TensorFlow are not installable offline either: Keras and SavedModel samples are labelled
-by construction and marked "confirmed": false in labels.json.
+Keras samples are real models saved by Keras 3 (jax backend) when it is installed, confirmed with
+`keras.saving.load_model(safe_mode=False)`; without Keras, and for the hand-built nested-module
+config, they are labelled by construction. TensorFlow is not used: SavedModel samples are
+hand-encoded protobufs, labelled by construction ("confirmed": false in labels.json).
 """
 
 import base64
@@ -381,20 +384,52 @@ def keras_zip(cfg):
     return b.getvalue()
 
 
+def _real_keras():
+    """Keras 3 on the jax backend (PyPI), if installed: the samples are then real saved models."""
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    try:
+        import keras
+        return keras
+    except Exception:
+        return None
+
+
 def gen_keras():
     import h5py
-    put("benign/keras/model.keras", keras_zip(keras_config([DENSE])), "safe", "keras", "keras", confirm=False)
-    put("malicious/keras/lambda.keras", keras_zip(keras_config([DENSE, lambda_layer()])), "dangerous", "keras", "keras", confirm=False)
+    keras = _real_keras()
+    if keras is not None:
+        # Real models saved by Keras: loaded back with keras.saving.load_model(safe_mode=False)
+        # in the confirmation step (safe_mode=True refuses Lambda layers; older Keras and users
+        # who pass safe_mode=False run them).
+        def model(layers):
+            return keras.Sequential([keras.Input((2,))] + layers)
+        for rel, layers, label in [
+            ("benign/keras/model.keras", [keras.layers.Dense(2)], "safe"),
+            ("malicious/keras/lambda.keras", [keras.layers.Dense(2), keras.layers.Lambda(lambda x: (open("sigil_marker", "w").close(), x)[1])], "dangerous"),
+            ("benign/keras/model.h5", [keras.layers.Dense(2)], "safe"),
+            ("malicious/keras/lambda.h5", [keras.layers.Lambda(lambda x: (open("sigil_marker", "w").close(), x)[1])], "dangerous"),
+        ]:
+            p = path(rel)
+            if os.path.exists(p):
+                os.remove(p)
+            model(layers).save(p)
+            fmt = "keras-h5" if rel.endswith(".h5") else "keras"
+            LABELS[rel] = {"label": label, "format": fmt, "loader": "keras", "confirmed": None}
+    else:
+        put("benign/keras/model.keras", keras_zip(keras_config([DENSE])), "safe", "keras", "keras", confirm=False)
+        put("malicious/keras/lambda.keras", keras_zip(keras_config([DENSE, lambda_layer()])), "dangerous", "keras", "keras", confirm=False)
+        for rel, cfg, label in [("benign/keras/model.h5", keras_config([DENSE]), "safe"),
+                                ("malicious/keras/lambda.h5", keras_config([lambda_layer()]), "dangerous")]:
+            p = path(rel)
+            with h5py.File(p, "w") as f:
+                f.attrs["model_config"] = json.dumps(cfg)
+                f.attrs["keras_version"] = "2.15.0"
+                f.create_group("model_weights").create_dataset("w", data=[1.0, 2.0])
+            LABELS[rel] = {"label": label, "format": "keras-h5", "loader": "keras", "confirmed": False}
+    # A config naming a module and function instead of a layer: what a loader resolves is
+    # arbitrary code; hand-built, labelled by construction.
     nested = keras_config([DENSE, keras_config([{"class_name": "Custom", "config": {"name": "c"}, "module": "os", "registered_name": "os>system"}])])
     put("malicious/keras/nested_module.keras", keras_zip(nested), "dangerous", "keras", "keras", confirm=False)
-    for rel, cfg, label in [("benign/keras/model.h5", keras_config([DENSE]), "safe"),
-                            ("malicious/keras/lambda.h5", keras_config([lambda_layer()]), "dangerous")]:
-        p = path(rel)
-        with h5py.File(p, "w") as f:
-            f.attrs["model_config"] = json.dumps(cfg)
-            f.attrs["keras_version"] = "2.15.0"
-            f.create_group("model_weights").create_dataset("w", data=[1.0, 2.0])
-        LABELS[rel] = {"label": label, "format": "keras-h5", "loader": "keras", "confirmed": False}
     put("malformed/keras/bad_config.keras", _keras_bad(), "malformed", "keras", "zipfile", confirm=False)
 
 
@@ -567,6 +602,10 @@ elif kind == "7z-pickle":
     for root, _, names in os.walk("x7"):
         for n in names:
             pickle.load(open(os.path.join(root, n), "rb"))
+elif kind == "keras":
+    os.environ["KERAS_BACKEND"] = "jax"
+    import keras
+    keras.saving.load_model(f, safe_mode=False)
 elif kind == "zipfile":
     z = zipfile.ZipFile(f); z.testzip()
     import json; json.loads(z.read("config.json"))
