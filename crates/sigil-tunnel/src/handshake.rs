@@ -230,7 +230,9 @@ pub(crate) async fn run<S: Side>(
 }
 
 /// After a handshake error rustls has queued a fatal alert (`access_denied`, `bad_certificate`,
-/// `certificate_required`, ...): send it, best effort, so the peer learns why.
+/// `certificate_required`, ...): send it, best effort, so the peer learns why. Then half-close
+/// and drain what the peer already sent (bounded: 64 KiB, 500 ms): closing a socket with unread
+/// data sends a reset, which can destroy the alert before the peer reads it.
 async fn flush_alert<S: Side>(conn: &mut S, incoming: &mut [u8], sock: &mut TcpStream) {
     let mut out = vec![0u8; 512];
     let mut len = 0;
@@ -252,6 +254,19 @@ async fn flush_alert<S: Side>(conn: &mut S, incoming: &mut [u8], sock: &mut TcpS
     if let Some(data) = out.get(..len).filter(|d| !d.is_empty()) {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), sock.write_all(data)).await;
     }
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(500), async {
+        sock.shutdown().await.ok()?;
+        let mut sink = [0u8; 4096];
+        let mut drained = 0usize;
+        while drained < 64 * 1024 {
+            match sock.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+        Some(())
+    })
+    .await;
 }
 
 /// Appends exactly one TLS record to `buf`.

@@ -178,7 +178,10 @@ async fn refusals_are_logged_with_reason() {
     // No client certificate at all.
     let r = raw_client(addr, None, b"x").await;
     assert!(r.data.is_empty() && r.error.is_some(), "{r:?}");
-    assert_eq!(p.inbound.metrics.refusals(Reason::NoCertificate), 1);
+    wait_for("Reason::NoCertificate counted once", || {
+        p.inbound.metrics.refusals(Reason::NoCertificate) == 1
+    })
+    .await;
     wait_log(&["connection refused", "reason=no_certificate"]).await;
 
     // Nothing of the above reached the upstream, and the allowed client still works.
@@ -201,7 +204,10 @@ async fn dry_run_logs_but_lets_policy_refusals_through() {
     // A bad chain is still refused in dry-run.
     let r = raw_client(p.inbound.addr, Some(&Pki::new(TD).svid(RAG_API)), b"x").await;
     assert!(r.data.is_empty());
-    assert_eq!(p.inbound.metrics.refusals(Reason::UntrustedCa), 1);
+    wait_for("Reason::UntrustedCa counted once", || {
+        p.inbound.metrics.refusals(Reason::UntrustedCa) == 1
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,7 +230,10 @@ async fn outbound_requires_the_expected_server_identity() {
     let out = outbound(&client, inb.addr, "vector-db", 6333, fast_limits()).await;
     let r = roundtrip(out.addr, b"leak?").await;
     assert!(r.map(|d| d.is_empty()).unwrap_or(true));
-    assert_eq!(out.metrics.refusals(Reason::UnexpectedServer), 1);
+    wait_for("Reason::UnexpectedServer counted once", || {
+        out.metrics.refusals(Reason::UnexpectedServer) == 1
+    })
+    .await;
     let line = wait_log(&["connection refused", INFERENCE, "reason=unexpected_server"]).await;
     assert!(line.contains(VECTOR_DB), "{line}");
 }
@@ -254,7 +263,10 @@ async fn monitoring_cannot_open_an_outbound_to_the_vector_db() {
             .contains("no flow allows prometheus -> vector-db on port 6333"),
         "{err}"
     );
-    assert_eq!(metrics.refusals(Reason::OutboundNotAllowed), 1);
+    wait_for("Reason::OutboundNotAllowed counted once", || {
+        metrics.refusals(Reason::OutboundNotAllowed) == 1
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -275,7 +287,10 @@ async fn plaintext_client_is_refused_no_fallback() {
         !out.windows(3).any(|w| w == b"GET"),
         "plaintext echoed back: {out:?}"
     );
-    assert_eq!(p.inbound.metrics.refusals(Reason::Handshake), 1);
+    wait_for("Reason::Handshake counted once", || {
+        p.inbound.metrics.refusals(Reason::Handshake) == 1
+    })
+    .await;
     assert_eq!(p.inbound.metrics.active(), 0);
 }
 
@@ -507,7 +522,9 @@ async fn thousand_concurrent_connections_no_fd_or_memory_leak() {
     // The first rounds grow the allocator's pools to their working size (here RSS levels off
     // after two or three rounds); later rounds of the same load must reuse them. Both tunnels
     // (with their 2 x 1,100 relay buffers, TLS sessions and tasks) live in this process, so a
-    // per-connection leak of even one 16 KiB record buffer would add ~70 MiB over four rounds.
+    // per-connection leak of even one 16 KiB record buffer would add ~70 MiB over four rounds;
+    // the bound (32 MiB) leaves room for allocator noise when other tests of this binary ran
+    // before (their freed memory fragments the heap this test measures).
     for _ in 0..2 {
         open_and_close_many(&p, N).await;
     }
@@ -522,7 +539,7 @@ async fn thousand_concurrent_connections_no_fd_or_memory_leak() {
         "fd leak: {fds_before} before, {fds_after} after"
     );
     assert!(
-        rss_last <= rss_warm + 16 * 1024 * 1024,
+        rss_last <= rss_warm + 32 * 1024 * 1024,
         "memory grew from {} KiB after two rounds of 1,100 connections to {} KiB after four more",
         rss_warm / 1024,
         rss_last / 1024
@@ -718,7 +735,10 @@ async fn openssl_s_client_with_and_without_client_certificate() {
     let out = s_client(inb.addr, &["-cert", &cert, "-key", &key, "-CAfile", &ca]).await;
     assert!(!out.contains("hello sigil"), "{out}");
     assert!(out.contains("access denied"), "{out}");
-    assert_eq!(inb.metrics.refusals(Reason::NoFlow), 1);
+    wait_for("Reason::NoFlow counted once", || {
+        inb.metrics.refusals(Reason::NoFlow) == 1
+    })
+    .await;
 }
 
 /// openssl asks for a KeyUpdate mid-connection (`K` command): the user-space record layer
@@ -888,5 +908,8 @@ async fn sigil_ca_chains_with_intermediate() {
     let r = roundtrip(prom_out.addr, b"scrape").await;
     assert!(r.map(|d| d.is_empty()).unwrap_or(true));
     // The outbound refuses first: the server is not the inference workload.
-    assert_eq!(prom_out.metrics.refusals(Reason::UnexpectedServer), 1);
+    wait_for("Reason::UnexpectedServer counted once", || {
+        prom_out.metrics.refusals(Reason::UnexpectedServer) == 1
+    })
+    .await;
 }

@@ -75,6 +75,18 @@ pub fn logs() -> String {
 }
 
 /// Waits until a log line contains every needle.
+/// Waits (up to 5 s) until `cond` holds: server-side counters move a moment after the client
+/// has seen the outcome.
+pub async fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    for _ in 0..100 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
 pub async fn wait_log(needles: &[&str]) -> String {
     for _ in 0..100 {
         if let Some(line) = logs()
