@@ -412,7 +412,15 @@ def gen_keras():
             p = path(rel)
             if os.path.exists(p):
                 os.remove(p)
-            model(layers).save(p)
+            # Keras calls the Lambda while building the model: that marker lands in a scratch
+            # directory, never in the caller's.
+            here = os.getcwd()
+            with tempfile.TemporaryDirectory() as scratch:
+                os.chdir(scratch)
+                try:
+                    model(layers).save(p)
+                finally:
+                    os.chdir(here)
             fmt = "keras-h5" if rel.endswith(".h5") else "keras"
             LABELS[rel] = {"label": label, "format": fmt, "loader": "keras", "confirmed": None}
     else:
