@@ -100,6 +100,10 @@ impl Slice {
 
     /// Exactly `n` bytes at `off`, or `None` if the window is shorter.
     pub fn bytes_at(&self, off: u64, n: usize) -> io::Result<Option<Vec<u8>>> {
+        // Checked before allocating: `n` often comes from the bytes being parsed.
+        if off.checked_add(n as u64).is_none_or(|end| end > self.len) {
+            return Ok(None);
+        }
         let mut v = vec![0u8; n];
         let k = self.read_at(off, &mut v)?;
         Ok((k == n).then_some(v))
