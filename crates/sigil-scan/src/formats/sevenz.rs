@@ -272,24 +272,24 @@ fn plain_header_copy(s: &Slice) -> Option<Slice> {
     if s.len() > HEADER_REWRITE_MAX {
         return None;
     }
-    let mut bytes = Vec::new();
-    std::io::Read::read_to_end(&mut s.clone(), &mut bytes).ok()?;
-    (bytes.get(..6)? == SIGNATURE).then_some(())?;
-    let u64_at = |b: &[u8], at: usize| -> Option<u64> {
-        Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+    // The start header and the header first: the archive is copied only once it qualifies.
+    let sig = s.bytes_at(0, 32).ok()??;
+    (sig.get(..6)? == SIGNATURE).then_some(())?;
+    let u64_at = |at: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(sig.get(at..at + 8)?.try_into().ok()?))
     };
-    let next_off = usize::try_from(u64_at(&bytes, 12)?).ok()?;
-    let next_size = usize::try_from(u64_at(&bytes, 20)?).ok()?;
-    let start = 32usize.checked_add(next_off)?;
-    let header = bytes.get(start..start.checked_add(next_size)?)?;
+    let u32_at = |at: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(sig.get(at..at + 4)?.try_into().ok()?))
+    };
+    let start = SIGNATURE_HEADER.checked_add(u64_at(12)?)?;
+    let header = s
+        .bytes_at(start, usize::try_from(u64_at(20)?).ok()?)
+        .ok()??;
     // The original's own checks first: a damaged start or encoded header is left to
     // sevenz-rust2, which reports it, rather than repaired by the rewrite.
-    let u32_at = |at: usize| -> Option<u32> {
-        Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
-    };
-    (crc32fast::hash(bytes.get(12..32)?) == u32_at(8)?).then_some(())?;
-    (crc32fast::hash(header) == u32_at(28)?).then_some(())?;
-    let (pack_pos, pack_size, unpack, crc) = encoded_header_stream(header)?;
+    (crc32fast::hash(sig.get(12..32)?) == u32_at(8)?).then_some(())?;
+    (crc32fast::hash(&header) == u32_at(28)?).then_some(())?;
+    let (pack_pos, pack_size, unpack, crc) = encoded_header_stream(&header)?;
     (unpack <= HEADER_REWRITE_MAX).then_some(())?;
     let packed = s.sub(SIGNATURE_HEADER.checked_add(pack_pos)?, pack_size);
     let dict = u32::try_from(unpack.max(4096)).ok()?;
@@ -301,7 +301,9 @@ fn plain_header_copy(s: &Slice) -> Option<Slice> {
     if crc.is_some_and(|c| c != plain_crc) {
         return None;
     }
-    bytes.truncate(start);
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut s.sub(0, start), &mut bytes).ok()?;
+    (bytes.len() as u64 == start).then_some(())?;
     bytes.extend_from_slice(&plain);
     let patch = |b: &mut Vec<u8>, at: usize, v: &[u8]| -> Option<()> {
         b.get_mut(at..at + v.len())?.copy_from_slice(v);
