@@ -3,7 +3,9 @@
 //! They wrap [`verify_x509_svid`] (webpki path validation plus the SPIFFE checks) instead of
 //! copying rustls' verifier. The server-side verifier requires a client certificate; the
 //! client-side verifier ignores the DNS name (SVIDs have none) and instead asks a caller-supplied
-//! check whether the server's SPIFFE ID is the one expected. Bundles are read through
+//! check whether the server's SPIFFE ID is the one expected. Both take a [`PeerCheck`]: the hook
+//! where a caller (the tunnel's authorizer, say) decides on the verified identity and reports
+//! refusals, so no caller re-implements a rustls verifier. Bundles are read through
 //! [`BundleSource`] on every handshake, so rotation needs no restart.
 
 use std::fmt;
@@ -83,7 +85,9 @@ pub fn peer_spiffe_id(
     verify_peer(source, ee, rest, usage, UnixTime::now())
 }
 
-fn to_rustls(e: SvidError) -> Error {
+/// The rustls error (and so the TLS alert) for a chain that is not a valid X.509-SVID:
+/// `certificate_expired`, `unknown_ca`, `decrypt_error`/`bad_certificate`.
+pub fn svid_error_to_rustls(e: SvidError) -> Error {
     match e {
         SvidError::Expired(_) => Error::InvalidCertificate(CertificateError::Expired),
         SvidError::NotYetValid(_) => Error::InvalidCertificate(CertificateError::NotValidYet),
@@ -101,22 +105,119 @@ fn algorithms() -> WebPkiSupportedAlgorithms {
     rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms
 }
 
-/// Server side: require and verify a client X.509-SVID.
+/// What a verifier does once a peer's chain has been checked: where a caller applies its policy
+/// to the verified identity and reports refusals. The verifiers below do the path validation and
+/// the SPIFFE checks, then hand the outcome to their `PeerCheck`; a refusal from it becomes the
+/// handshake's alert, so a refused peer never gets a session.
+pub trait PeerCheck: Send + Sync + fmt::Debug {
+    /// The peer's chain is not a valid X.509-SVID. Returns the error rustls turns into the
+    /// alert; the default maps the SVID error with [`svid_error_to_rustls`].
+    fn chain_refused(&self, leaf: &CertificateDer<'_>, err: SvidError) -> Error {
+        let _ = leaf;
+        svid_error_to_rustls(err)
+    }
+
+    /// The chain is a valid SVID: accept its identity (`Ok`) or refuse it.
+    fn check_identity(&self, svid: &VerifiedX509Svid) -> Result<(), Error>;
+}
+
+/// Accepts any valid X.509-SVID of a trusted trust domain.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AnySvid;
+
+impl PeerCheck for AnySvid {
+    fn check_identity(&self, _svid: &VerifiedX509Svid) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+/// Decides whether a verified server identity is the expected one.
+pub type ServerIdCheck = Arc<dyn Fn(&SpiffeId) -> Result<(), String> + Send + Sync>;
+
+/// A [`PeerCheck`] from a closure; its refusal is reported as [`UnexpectedServerId`].
+#[derive(Clone)]
+pub struct IdCheck(pub ServerIdCheck);
+
+impl fmt::Debug for IdCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("IdCheck(..)")
+    }
+}
+
+impl PeerCheck for IdCheck {
+    fn check_identity(&self, svid: &VerifiedX509Svid) -> Result<(), Error> {
+        (self.0)(svid.spiffe_id()).map_err(|m| {
+            Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(
+                UnexpectedServerId(m),
+            ))))
+        })
+    }
+}
+
+/// The server presented a valid SVID, but not the identity the client expected.
+#[derive(Debug, thiserror::Error)]
+#[error("unexpected server identity: {0}")]
+pub struct UnexpectedServerId(pub String);
+
+/// Verifies a peer chain for `usage`, then asks `check`.
+fn verify_and_check(
+    source: &dyn BundleSource,
+    check: &dyn PeerCheck,
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    usage: SvidUsage,
+    now: UnixTime,
+) -> Result<(), Error> {
+    let svid = verify_peer(source, end_entity, intermediates, usage, now)
+        .map_err(|e| check.chain_refused(end_entity, e))?;
+    check.check_identity(&svid)
+}
+
+/// The handshake-signature half of both verifiers: rustls' own checks over aws-lc-rs.
 #[derive(Debug)]
-pub struct SpiffeClientCertVerifier {
+struct Signatures(WebPkiSupportedAlgorithms);
+
+impl Signatures {
+    fn new() -> Self {
+        Self(algorithms())
+    }
+
+    fn tls12(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls12_signature(message, cert, dss, &self.0)
+    }
+
+    fn tls13(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls13_signature(message, cert, dss, &self.0)
+    }
+
+    fn schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_schemes()
+    }
+}
+
+/// Server side: require (or accept) and verify a client X.509-SVID, then apply `C`.
+#[derive(Debug)]
+pub struct SpiffeClientCertVerifier<C = AnySvid> {
     source: Arc<dyn BundleSource>,
-    algs: WebPkiSupportedAlgorithms,
+    check: C,
+    sigs: Signatures,
     mandatory: bool,
 }
 
-impl SpiffeClientCertVerifier {
+impl SpiffeClientCertVerifier<AnySvid> {
     /// Every client must present a valid X.509-SVID.
     pub fn new(source: Arc<dyn BundleSource>) -> Arc<Self> {
-        Arc::new(Self {
-            source,
-            algs: algorithms(),
-            mandatory: true,
-        })
+        Self::with_check(source, AnySvid)
     }
 
     /// A client may present no certificate (the application then decides); one that presents a
@@ -124,13 +225,26 @@ impl SpiffeClientCertVerifier {
     pub fn optional(source: Arc<dyn BundleSource>) -> Arc<Self> {
         Arc::new(Self {
             source,
-            algs: algorithms(),
+            check: AnySvid,
+            sigs: Signatures::new(),
             mandatory: false,
         })
     }
 }
 
-impl ClientCertVerifier for SpiffeClientCertVerifier {
+impl<C: PeerCheck> SpiffeClientCertVerifier<C> {
+    /// Every client must present a valid X.509-SVID that `check` accepts.
+    pub fn with_check(source: Arc<dyn BundleSource>, check: C) -> Arc<Self> {
+        Arc::new(Self {
+            source,
+            check,
+            sigs: Signatures::new(),
+            mandatory: true,
+        })
+    }
+}
+
+impl<C: PeerCheck> ClientCertVerifier for SpiffeClientCertVerifier<C> {
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
         &[]
     }
@@ -141,14 +255,14 @@ impl ClientCertVerifier for SpiffeClientCertVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
-        verify_peer(
+        verify_and_check(
             self.source.as_ref(),
+            &self.check,
             end_entity,
             intermediates,
             SvidUsage::Client,
             now,
-        )
-        .map_err(to_rustls)?;
+        )?;
         Ok(ClientCertVerified::assertion())
     }
 
@@ -162,7 +276,7 @@ impl ClientCertVerifier for SpiffeClientCertVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls12_signature(message, cert, dss, &self.algs)
+        self.sigs.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -171,39 +285,26 @@ impl ClientCertVerifier for SpiffeClientCertVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls13_signature(message, cert, dss, &self.algs)
+        self.sigs.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algs.supported_schemes()
+        self.sigs.schemes()
     }
 }
 
-/// Decides whether a verified server identity is the expected one.
-pub type ServerIdCheck = Arc<dyn Fn(&SpiffeId) -> Result<(), String> + Send + Sync>;
-
-/// Client side: verify the server's X.509-SVID and check its SPIFFE ID.
-pub struct SpiffeServerCertVerifier {
+/// Client side: verify the server's X.509-SVID (the DNS name is ignored: SVIDs have none), then
+/// apply `C`, which says whether it is the server expected.
+#[derive(Debug)]
+pub struct SpiffeServerCertVerifier<C = IdCheck> {
     source: Arc<dyn BundleSource>,
-    check: ServerIdCheck,
-    algs: WebPkiSupportedAlgorithms,
+    check: C,
+    sigs: Signatures,
 }
 
-impl fmt::Debug for SpiffeServerCertVerifier {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SpiffeServerCertVerifier")
-            .field("source", &self.source)
-            .finish_non_exhaustive()
-    }
-}
-
-impl SpiffeServerCertVerifier {
+impl SpiffeServerCertVerifier<IdCheck> {
     pub fn new(source: Arc<dyn BundleSource>, check: ServerIdCheck) -> Arc<Self> {
-        Arc::new(Self {
-            source,
-            check,
-            algs: algorithms(),
-        })
+        Self::with_check(source, IdCheck(check))
     }
 
     /// Expects exactly `id`.
@@ -221,12 +322,17 @@ impl SpiffeServerCertVerifier {
     }
 }
 
-/// The server presented a valid SVID, but not the identity the client expected.
-#[derive(Debug, thiserror::Error)]
-#[error("unexpected server identity: {0}")]
-pub struct UnexpectedServerId(pub String);
+impl<C: PeerCheck> SpiffeServerCertVerifier<C> {
+    pub fn with_check(source: Arc<dyn BundleSource>, check: C) -> Arc<Self> {
+        Arc::new(Self {
+            source,
+            check,
+            sigs: Signatures::new(),
+        })
+    }
+}
 
-impl ServerCertVerifier for SpiffeServerCertVerifier {
+impl<C: PeerCheck> ServerCertVerifier for SpiffeServerCertVerifier<C> {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -235,19 +341,14 @@ impl ServerCertVerifier for SpiffeServerCertVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        let v = verify_peer(
+        verify_and_check(
             self.source.as_ref(),
+            &self.check,
             end_entity,
             intermediates,
             SvidUsage::Server,
             now,
-        )
-        .map_err(to_rustls)?;
-        (self.check)(v.spiffe_id()).map_err(|m| {
-            Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(
-                UnexpectedServerId(m),
-            ))))
-        })?;
+        )?;
         Ok(ServerCertVerified::assertion())
     }
 
@@ -257,7 +358,7 @@ impl ServerCertVerifier for SpiffeServerCertVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls12_signature(message, cert, dss, &self.algs)
+        self.sigs.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -266,10 +367,10 @@ impl ServerCertVerifier for SpiffeServerCertVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls13_signature(message, cert, dss, &self.algs)
+        self.sigs.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algs.supported_schemes()
+        self.sigs.schemes()
     }
 }

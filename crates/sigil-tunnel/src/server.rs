@@ -24,7 +24,7 @@ use crate::handshake::{self, Established, HandshakeError};
 use crate::ktls::{self, KtlsMode};
 use crate::metrics::{Failure, Metrics};
 use crate::relay::{self, RelayError};
-use crate::verify::{InboundVerifier, OutboundVerifier};
+use crate::verify::{inbound_verifier, outbound_verifier};
 
 /// Resource limits of one tunnel.
 #[derive(Debug, Clone, Copy)]
@@ -221,7 +221,7 @@ pub async fn run_inbound(spec: InboundSpec) -> Result<(), TunnelError> {
         );
     }
     let authz = InboundAuthorizer::new(Arc::clone(&policy), workload.clone(), port, mode);
-    let verifier = InboundVerifier::new(Arc::clone(&store), authz, Arc::clone(&metrics));
+    let verifier = inbound_verifier(Arc::clone(&store), authz, Arc::clone(&metrics));
     let config = crate::tls::server_config(&store, verifier)?;
     let ktls_on = use_ktls(ktls);
     if mode == Mode::DryRun {
@@ -315,7 +315,7 @@ pub async fn run_outbound(spec: OutboundSpec) -> Result<(), TunnelError> {
             policy.source.display()
         ))
     })?;
-    let verifier = OutboundVerifier::new(
+    let verifier = outbound_verifier(
         Arc::clone(&store),
         expected.clone(),
         to.clone(),
