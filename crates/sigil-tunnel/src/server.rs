@@ -14,7 +14,7 @@ use rustls_pki_types::CertificateDer;
 use sigil_identity::SpiffeId;
 use sigil_policy::Policy;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -186,6 +186,58 @@ async fn relay_conn(
     }
 }
 
+/// Waits for a connection slot, then accepts; accept errors (fd exhaustion, aborted handshakes
+/// in the kernel queue) are logged and retried after a pause instead of ending the tunnel.
+async fn accept(
+    listener: &TcpListener,
+    permits: &Arc<Semaphore>,
+    metrics: &Metrics,
+) -> Result<(OwnedSemaphorePermit, TcpStream, SocketAddr), TunnelError> {
+    let permit = Arc::clone(permits)
+        .acquire_owned()
+        .await
+        .map_err(|e| TunnelError::Config(e.to_string()))?;
+    loop {
+        match listener.accept().await {
+            Ok((sock, addr)) => {
+                metrics.accepted();
+                let _ = sock.set_nodelay(true);
+                return Ok((permit, sock, addr));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+/// Connects within `timeout`; the error says which.
+async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, String> {
+    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("connect timed out after {timeout:?}")),
+    }
+}
+
+/// Runs a handshake on `sock` within `timeout` (slow or stalled peers are dropped).
+async fn handshake_within<S: handshake::Side>(
+    conn: Result<S, rustls::Error>,
+    sock: &mut TcpStream,
+    timeout: Duration,
+) -> Result<Established, HandshakeError> {
+    let hs = async { handshake::run(conn?, sock).await };
+    tokio::time::timeout(timeout, hs).await.unwrap_or_else(|_| {
+        Err(HandshakeError::Protocol(format!(
+            "not finished within {timeout:?} (slow or stalled peer)"
+        )))
+    })
+}
+
 /// Runs the inbound end until the task is dropped.
 pub async fn run_inbound(spec: InboundSpec) -> Result<(), TunnelError> {
     let InboundSpec {
@@ -232,19 +284,7 @@ pub async fn run_inbound(spec: InboundSpec) -> Result<(), TunnelError> {
     tracing::info!(listen = %listener.local_addr()?, %upstream, workload, port, id = %own, "inbound tunnel ready");
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     loop {
-        let permit = Arc::clone(&permits)
-            .acquire_owned()
-            .await
-            .map_err(|e| TunnelError::Config(e.to_string()))?;
-        let (mut sock, remote) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            }
-        };
-        metrics.accepted();
+        let (permit, mut sock, remote) = accept(&listener, &permits, &metrics).await?;
         let config = Arc::clone(&config);
         let metrics = Arc::clone(&metrics);
         let workload = workload.clone();
@@ -252,39 +292,23 @@ pub async fn run_inbound(spec: InboundSpec) -> Result<(), TunnelError> {
         tokio::spawn(
             async move {
                 let _permit = permit;
-                let _ = sock.set_nodelay(true);
                 let started = Instant::now();
-                let hs = async {
-                    let conn = handshake::server(config)?;
-                    handshake::run(conn, &mut sock).await
-                };
-                let est = match tokio::time::timeout(limits.handshake_timeout, hs).await {
-                    Ok(Ok(est)) => est,
-                    Ok(Err(e)) => return report_handshake_failure(&e, &workload, port, &metrics),
-                    Err(_) => {
-                        let e = HandshakeError::Protocol(format!(
-                            "not finished within {:?} (slow or stalled peer)",
-                            limits.handshake_timeout
-                        ));
-                        return report_handshake_failure(&e, &workload, port, &metrics);
-                    }
+                let conn = handshake::server(config);
+                let est = match handshake_within(conn, &mut sock, limits.handshake_timeout).await {
+                    Ok(est) => est,
+                    Err(e) => return report_handshake_failure(&e, &workload, port, &metrics),
                 };
                 metrics.handshake(started.elapsed());
                 let Some((peer, not_after)) = peer_of(&est.peer_certs) else {
                     return tracing::error!("handshake finished without a verified client SVID; closing");
                 };
-                let plain = match tokio::time::timeout(limits.connect_timeout, TcpStream::connect(upstream)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
+                let plain = match connect(upstream, limits.connect_timeout).await {
+                    Ok(s) => s,
+                    Err(e) => {
                         metrics.failure(Failure::Upstream);
                         return tracing::warn!(%peer, %upstream, error = %e, "upstream unavailable; closing the client connection");
                     }
-                    Err(_) => {
-                        metrics.failure(Failure::Upstream);
-                        return tracing::warn!(%peer, %upstream, "upstream connect timed out; closing the client connection");
-                    }
                 };
-                let _ = plain.set_nodelay(true);
                 tracing::debug!(%peer, suite = ?est.suite.suite(), kx = ?est.kx_group, "connection authorized");
                 let deadline = deadline(not_after, limits.expiry_margin);
                 relay_conn(sock, plain, est, deadline, ktls_on, &metrics).await;
@@ -327,19 +351,7 @@ pub async fn run_outbound(spec: OutboundSpec) -> Result<(), TunnelError> {
     tracing::info!(listen = %listener.local_addr()?, %remote, to, port, %expected, id = %own, "outbound tunnel ready");
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     loop {
-        let permit = Arc::clone(&permits)
-            .acquire_owned()
-            .await
-            .map_err(|e| TunnelError::Config(e.to_string()))?;
-        let (plain, local) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            }
-        };
-        metrics.accepted();
+        let (permit, plain, local) = accept(&listener, &permits, &metrics).await?;
         let config = Arc::clone(&config);
         let metrics = Arc::clone(&metrics);
         let to = to.clone();
@@ -347,51 +359,28 @@ pub async fn run_outbound(spec: OutboundSpec) -> Result<(), TunnelError> {
         tokio::spawn(
             async move {
                 let _permit = permit;
-                let _ = plain.set_nodelay(true);
-                let refuse_local = |plain: &TcpStream| {
-                    // Reset, so the local client sees an error and not an empty response.
-                    relay::reset_on_close(plain);
-                };
-                let mut tls =
-                    match tokio::time::timeout(limits.connect_timeout, TcpStream::connect(remote))
-                        .await
-                    {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            metrics.failure(Failure::Upstream);
-                            refuse_local(&plain);
-                            return tracing::warn!(%remote, error = %e, "remote unavailable");
-                        }
-                        Err(_) => {
-                            metrics.failure(Failure::Upstream);
-                            refuse_local(&plain);
-                            return tracing::warn!(%remote, "remote connect timed out");
-                        }
-                    };
-                let _ = tls.set_nodelay(true);
-                let started = Instant::now();
-                let hs = async {
-                    let conn = handshake::client(config, remote.ip())?;
-                    handshake::run(conn, &mut tls).await
-                };
-                let est = match tokio::time::timeout(limits.handshake_timeout, hs).await {
-                    Ok(Ok(est)) => est,
-                    Ok(Err(e)) => {
-                        refuse_local(&plain);
-                        return report_handshake_failure(&e, &to, port, &metrics);
+                // Any failure resets the local connection, so the client sees an error and not
+                // an empty response.
+                let mut tls = match connect(remote, limits.connect_timeout).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        metrics.failure(Failure::Upstream);
+                        relay::reset_on_close(&plain);
+                        return tracing::warn!(%remote, error = %e, "remote unavailable");
                     }
-                    Err(_) => {
-                        refuse_local(&plain);
-                        let e = HandshakeError::Protocol(format!(
-                            "not finished within {:?}",
-                            limits.handshake_timeout
-                        ));
+                };
+                let started = Instant::now();
+                let conn = handshake::client(config, remote.ip());
+                let est = match handshake_within(conn, &mut tls, limits.handshake_timeout).await {
+                    Ok(est) => est,
+                    Err(e) => {
+                        relay::reset_on_close(&plain);
                         return report_handshake_failure(&e, &to, port, &metrics);
                     }
                 };
                 metrics.handshake(started.elapsed());
                 let Some((peer, not_after)) = peer_of(&est.peer_certs) else {
-                    refuse_local(&plain);
+                    relay::reset_on_close(&plain);
                     return tracing::error!(
                         "handshake finished without a verified server SVID; closing"
                     );
