@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Deserialize;
-use sigil_scan::{ScanConfig, scan_file};
+use sigil_scan::pickle::{GlobalPolicy, Profile};
+use sigil_scan::{Format, ScanConfig, Verdict, scan_file};
 
 #[derive(Deserialize)]
 struct Label {
@@ -60,6 +61,7 @@ fn every_format_has_benign_malicious_and_malformed_cases() {
         "onnx",
         "keras",
         "savedmodel",
+        "torchscript",
     ] {
         for kind in ["benign", "malicious", "malformed"] {
             if fam == "safetensors" && kind == "malicious" {
@@ -73,4 +75,26 @@ fn every_format_has_benign_malicious_and_malformed_cases() {
             );
         }
     }
+}
+
+/// A state_dict written by `torch.save` passes the allowlist `torch.load(weights_only=True)`
+/// applies (the generator confirms it loads there), without a single finding; the same layout
+/// with a payload does not.
+#[test]
+fn torch_save_files_under_the_weights_only_allowlist() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
+    let cfg = ScanConfig {
+        globals: GlobalPolicy {
+            profile: Profile::WeightsOnly,
+            ..GlobalPolicy::default()
+        },
+        ..ScanConfig::default()
+    };
+    let r = scan_file(&dir.join("benign/pytorch/torch_save.pt"), &cfg);
+    assert_eq!(r.format, Format::PytorchZip);
+    assert!(r.findings.is_empty(), "{:#?}", r.findings);
+    assert_eq!(r.verdict, Verdict::Safe);
+    let r = scan_file(&dir.join("malicious/pytorch/torch_save_exec.pt"), &cfg);
+    assert_eq!(r.format, Format::PytorchZip);
+    assert_eq!(r.verdict, Verdict::Dangerous, "{:#?}", r.findings);
 }

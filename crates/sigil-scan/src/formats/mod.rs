@@ -4,6 +4,7 @@
 pub(crate) mod compress;
 pub mod gguf;
 pub(crate) mod keras;
+pub(crate) mod legacy_tar;
 pub(crate) mod npy;
 pub(crate) mod onnx;
 pub mod proto;

@@ -2,7 +2,7 @@
 //! (`sys_info`, `pickle`, `tensors`, `storages`). Header checksums are verified; names and link
 //! targets that escape the extraction directory are dangerous (tarfile extraction follows them).
 
-use crate::pickle::{self, WalkOptions};
+use crate::formats::legacy_tar;
 use crate::report::{Category, Format, Verdict};
 use crate::scan::{Ctx, join, scan_slice};
 use crate::source::Slice;
@@ -176,18 +176,11 @@ pub(crate) fn scan(ctx: &mut Ctx<'_>, inner: &str, s: &Slice) -> Format {
     for (name, data) in &members {
         let sub = join(inner, name);
         if legacy && name == "storages" {
-            // count, then (key, location, type) pickles each followed by raw bytes; the first
-            // two pickles are judged, the raw data after them is not interpreted.
-            let r = pickle::walk(
-                data.clone(),
-                &WalkOptions {
-                    policy: &ctx.cfg.globals,
-                    inner: &sub,
-                    max_pickles: Some(2),
-                    joblib: false,
-                },
-            );
-            ctx.findings.extend(r.findings);
+            legacy_tar::scan_storages(ctx, &sub, data);
+            continue;
+        }
+        if legacy && name == "tensors" {
+            legacy_tar::scan_tensors(ctx, &sub, data);
             continue;
         }
         scan_slice(ctx, &sub, data);

@@ -67,50 +67,17 @@ pub(crate) fn read_entries(ctx: &mut Ctx<'_>, inner: &str, s: &Slice) -> Option<
     };
     let eocd_off = len - tail_len + eocd_rel as u64;
     let e = tail.get(eocd_rel..)?;
-    let mut count = u64::from(u16_at(e, 10)?);
-    let mut cd_size = u64::from(u32_at(e, 12)?);
-    let mut cd_off = u64::from(u32_at(e, 16)?);
-    if count == 0xffff || cd_off == 0xffff_ffff || cd_size == 0xffff_ffff {
-        let loc = eocd_off
-            .checked_sub(20)
-            .and_then(|o| s.bytes_at(o, 20).ok().flatten());
-        match loc {
-            Some(l) if u32_at(&l, 0) == Some(EOCD64_LOC_SIG) => {
-                let off = u64_at(&l, 8)?;
-                let rec = s.bytes_at(off, 56).ok().flatten();
-                match rec {
-                    Some(r) if u32_at(&r, 0) == Some(EOCD64_SIG) => {
-                        count = u64_at(&r, 32)?;
-                        cd_size = u64_at(&r, 40)?;
-                        cd_off = u64_at(&r, 48)?;
-                    }
-                    _ => {
-                        ctx.malformed(
-                            inner,
-                            off,
-                            "zip64 end of central directory",
-                            "zip64 locator points at no zip64 record",
-                        );
-                        return None;
-                    }
-                }
-            }
-            _ => {
-                ctx.malformed(
-                    inner,
-                    eocd_off,
-                    "end of central directory",
-                    "zip64 markers without a zip64 locator",
-                );
-                return None;
-            }
-        }
-    }
+    let Directory {
+        count,
+        size: cd_size,
+        offset: cd_off,
+        end: cd_end,
+    } = directory(ctx, inner, s, eocd_off, e)?;
     // Data prepended before the archive: Python's zipfile shifts offsets by it, miniz does not.
     let expected_end = cd_off.saturating_add(cd_size);
     let mut shift = 0u64;
-    if expected_end < eocd_off && !(count == 0 && cd_size == 0) {
-        shift = eocd_off - expected_end;
+    if expected_end < cd_end && !(count == 0 && cd_size == 0) {
+        shift = cd_end - expected_end;
         ctx.add(
             Verdict::Malformed,
             Category::Structure,
@@ -121,12 +88,12 @@ pub(crate) fn read_entries(ctx: &mut Ctx<'_>, inner: &str, s: &Slice) -> Option<
                 "{shift} bytes precede the archive; loaders disagree on offsets (polyglot file)"
             ),
         );
-    } else if expected_end > eocd_off {
+    } else if expected_end > cd_end {
         ctx.malformed(
             inner,
-            eocd_off,
+            cd_end,
             "central directory",
-            format!("central directory ({cd_off}+{cd_size}) overlaps its end record at {eocd_off}"),
+            format!("central directory ({cd_off}+{cd_size}) overlaps its end record at {cd_end}"),
         );
         return None;
     }
@@ -184,6 +151,113 @@ pub(crate) fn read_entries(ctx: &mut Ctx<'_>, inner: &str, s: &Slice) -> Option<
     }
     check_layout(ctx, inner, &entries);
     Some(entries)
+}
+
+/// Where the central directory is, from the end record and the zip64 record.
+struct Directory {
+    count: u64,
+    size: u64,
+    offset: u64,
+    /// Where the directory must end: at the zip64 record when there is one, else at the end
+    /// record (anything between is data prepended to the archive).
+    end: u64,
+}
+
+/// Reads the end-of-central-directory record `e` (at `eocd_off`) and, when a zip64 locator
+/// precedes it, the zip64 record. Like miniz (PyTorch's reader) and Python's `zipfile`, a zip64
+/// record found through the locator is used even when the 32-bit fields are not saturated:
+/// `torch.save` always writes one. Where the two readers would find different records, or the
+/// records disagree (readers that skip zip64 unless a field is 0xFFFF read another directory),
+/// the disagreement is a finding.
+fn directory(
+    ctx: &mut Ctx<'_>,
+    inner: &str,
+    s: &Slice,
+    eocd_off: u64,
+    e: &[u8],
+) -> Option<Directory> {
+    let count32 = u16_at(e, 10)?;
+    let size32 = u32_at(e, 12)?;
+    let off32 = u32_at(e, 16)?;
+    let saturated = count32 == 0xffff || size32 == 0xffff_ffff || off32 == 0xffff_ffff;
+    let loc_off = eocd_off.checked_sub(20);
+    let loc = loc_off
+        .and_then(|o| s.bytes_at(o, 20).ok().flatten())
+        .filter(|l| u32_at(l, 0) == Some(EOCD64_LOC_SIG));
+    let (Some(loc_off), Some(loc)) = (loc_off, loc) else {
+        if saturated {
+            ctx.malformed(
+                inner,
+                eocd_off,
+                "end of central directory",
+                "zip64 markers without a zip64 locator",
+            );
+            return None;
+        }
+        return Some(Directory {
+            count: u64::from(count32),
+            size: u64::from(size32),
+            offset: u64::from(off32),
+            end: eocd_off,
+        });
+    };
+    let stated = u64_at(&loc, 8)?;
+    let record_at = |o: u64| {
+        s.bytes_at(o, 56)
+            .ok()
+            .flatten()
+            .filter(|r| u32_at(r, 0) == Some(EOCD64_SIG))
+    };
+    // miniz reads the record where the locator points; Python's zipfile right before the
+    // locator (it assumes no extensible data).
+    let before = loc_off.checked_sub(56);
+    let at_stated = record_at(stated);
+    let found_at_stated = at_stated.is_some();
+    let (rec_off, rec) = match (at_stated, before.and_then(record_at)) {
+        (Some(r), _) => (stated, r),
+        (None, Some(r)) => (before?, r),
+        (None, None) => {
+            ctx.malformed(
+                inner,
+                stated,
+                "zip64 end of central directory",
+                "zip64 locator points at no zip64 record",
+            );
+            return None;
+        }
+    };
+    if found_at_stated && Some(stated) != before {
+        ctx.malformed(
+            inner,
+            stated,
+            "zip64 end of central directory",
+            format!(
+                "the zip64 record the locator points at ({stated}) is not right before the locator ({loc_off}); miniz (torch) reads it, Python's zipfile does not"
+            ),
+        );
+    }
+    let count = u64_at(&rec, 32)?;
+    let size = u64_at(&rec, 40)?;
+    let offset = u64_at(&rec, 48)?;
+    if (count32 != 0xffff && u64::from(count32) != count)
+        || (size32 != 0xffff_ffff && u64::from(size32) != size)
+        || (off32 != 0xffff_ffff && u64::from(off32) != offset)
+    {
+        ctx.malformed(
+            inner,
+            eocd_off,
+            "end of central directory",
+            format!(
+                "end record says {count32} entries, {size32} bytes at {off32}; the zip64 record {count}, {size} at {offset}: readers that skip zip64 unless a field is saturated read another directory"
+            ),
+        );
+    }
+    Some(Directory {
+        count,
+        size,
+        offset,
+        end: rec_off,
+    })
 }
 
 fn parse_central(cd: &[u8], i: usize) -> Option<(Entry, usize)> {
@@ -272,6 +346,19 @@ fn check_local(ctx: &mut Ctx<'_>, inner: &str, s: &Slice, e: &mut Entry) {
                 "local header names {:?}, the central directory {:?}; Python's zipfile refuses this, miniz (torch) follows the central name",
                 String::from_utf8_lossy(&lname),
                 e.name
+            ),
+        );
+    }
+    let lflags = u16_at(&h, 6).unwrap_or(0);
+    if (lflags ^ e.flags) & 1 != 0 {
+        ctx.malformed(
+            &sub,
+            e.local_offset,
+            "local/central encryption flag mismatch",
+            format!(
+                "the local header says {}, the central directory {}; miniz (torch) and Python's zipfile go by the central directory",
+                if lflags & 1 != 0 { "encrypted" } else { "not encrypted" },
+                if e.flags & 1 != 0 { "encrypted" } else { "not encrypted" },
             ),
         );
     }
@@ -438,9 +525,29 @@ fn check_crc(ctx: &mut Ctx<'_>, inner: &str, e: &Entry, data: &Slice) {
             &join(inner, &e.name),
             e.data_offset,
             "crc",
-            format!("CRC-32 is {got:08x}, the directory says {:08x}; Python's zipfile refuses the member, miniz may not", e.crc),
+            format!("CRC-32 is {got:08x}, the directory says {:08x}; Python's zipfile refuses the member, PyTorch's reader (miniz built without CRC checks) loads it", e.crc),
         );
     }
+}
+
+/// Records of a PyTorch or TorchScript archive that the loader reads as raw bytes, never as a
+/// pickle: tensor storages under `<prefix>/data/` and the small version and id records. Only
+/// under the archive's own prefix (the first member's directory): a member elsewhere is scanned,
+/// and a model saved as `data.pt` (prefix `data`) still has its `data/data.pkl` scanned.
+fn is_raw_record(prefix: Option<&str>, name: &str) -> bool {
+    let Some(rest) = prefix.and_then(|p| name.strip_prefix(p)?.strip_prefix('/')) else {
+        return false;
+    };
+    rest.starts_with("data/")
+        || matches!(
+            rest,
+            "version"
+                | "byteorder"
+                | ".data/version"
+                | ".data/serialization_id"
+                | ".format_version"
+                | ".storage_alignment"
+        )
 }
 
 /// Archive layouts decided by member names.
@@ -474,19 +581,18 @@ pub(crate) fn scan(ctx: &mut Ctx<'_>, inner: &str, s: &Slice) -> Format {
         return Format::Zip;
     };
     let format = layout(&entries);
+    let torch = matches!(format, Format::PytorchZip | Format::Torchscript);
+    // PyTorch's reader names every record after the first member's top directory.
+    let prefix = entries
+        .first()
+        .and_then(|e| e.name.split_once('/'))
+        .map(|(p, _)| p);
     for e in &entries {
         if e.name.ends_with('/') {
             continue;
         }
         let sub = join(inner, &e.name);
-        // Tensor storages of PyTorch/TorchScript archives are raw bytes the loader never parses.
-        let raw_storage = matches!(format, Format::PytorchZip | Format::Torchscript)
-            && (e.name.contains("/data/")
-                || e.name.starts_with("data/")
-                || e.name.ends_with(".data/serialization_id")
-                || e.name.ends_with("/version")
-                || e.name.ends_with("/byteorder"));
-        if raw_storage {
+        if torch && is_raw_record(prefix, &e.name) {
             continue;
         }
         let Some(data) = open_member(ctx, inner, s, e) else {
@@ -498,7 +604,9 @@ pub(crate) fn scan(ctx: &mut Ctx<'_>, inner: &str, s: &Slice) -> Format {
             Format::Torchscript if e.name.ends_with(".py") => {
                 torchscript::scan_code(ctx, &sub, &data)
             }
-            Format::Torchscript if e.name.ends_with(".pkl") => {
+            // data.pkl, constants.pkl, bytecode.pkl and the code's .debug_pkl source ranges are
+            // all read by TorchScript's C++ unpickler.
+            Format::Torchscript if e.name.ends_with(".pkl") || e.name.ends_with(".debug_pkl") => {
                 torchscript::scan_pickle(ctx, &sub, &data)
             }
             _ => {
@@ -514,4 +622,95 @@ pub(crate) fn scan(ctx: &mut Ctx<'_>, inner: &str, s: &Slice) -> Format {
         ctx.malformed(inner, 0, "data.pkl", "PyTorch archive without data.pkl");
     }
     format
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::scan::{ScanConfig, scan_bytes};
+    use std::path::Path;
+
+    /// One stored member `a/data.pkl` (a benign pickle), `prepend` bytes before the archive,
+    /// `extensible` bytes of zip64 extensible data, and the 32-bit end record's entry count.
+    fn archive(prepend: &[u8], extensible: usize, count32: u16) -> Vec<u8> {
+        let name = b"a/data.pkl";
+        let data = b"\x80\x02}q\x00.";
+        let crc = crc32fast::hash(data);
+        let u16le = |v: u16| v.to_le_bytes();
+        let u32le = |v: u32| v.to_le_bytes();
+        let mut z = prepend.to_vec();
+        let base = z.len();
+        z.extend(u32le(0x0403_4b50));
+        z.extend([20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        z.extend(u32le(crc));
+        z.extend(u32le(6));
+        z.extend(u32le(6));
+        z.extend(u16le(10));
+        z.extend(u16le(0));
+        z.extend(name);
+        z.extend(data);
+        let cd = z.len() - base;
+        z.extend(u32le(0x0201_4b50));
+        z.extend([20, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        z.extend(u32le(crc));
+        z.extend(u32le(6));
+        z.extend(u32le(6));
+        z.extend(u16le(10));
+        z.extend([0; 12]);
+        z.extend(u32le(0));
+        z.extend(name);
+        let cd_size = z.len() - base - cd;
+        let rec = z.len() - base;
+        z.extend(u32le(0x0606_4b50));
+        z.extend(u64::try_from(44 + extensible).unwrap().to_le_bytes());
+        z.extend([45, 0, 45, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        z.extend(1u64.to_le_bytes());
+        z.extend(1u64.to_le_bytes());
+        z.extend(u64::try_from(cd_size).unwrap().to_le_bytes());
+        z.extend(u64::try_from(cd).unwrap().to_le_bytes());
+        z.extend(vec![0; extensible]);
+        z.extend(u32le(0x0706_4b50));
+        z.extend(u32le(0));
+        z.extend(u64::try_from(rec).unwrap().to_le_bytes());
+        z.extend(u32le(1));
+        z.extend(u32le(0x0605_4b50));
+        z.extend([0, 0, 0, 0]);
+        z.extend(u16le(count32));
+        z.extend(u16le(count32));
+        z.extend(u32le(u32::try_from(cd_size).unwrap()));
+        z.extend(u32le(u32::try_from(cd).unwrap()));
+        z.extend(u16le(0));
+        z
+    }
+
+    fn scan(z: Vec<u8>) -> (String, Vec<String>) {
+        let r = scan_bytes(Path::new("x.pt"), z, &ScanConfig::default());
+        (
+            r.format.as_str().to_owned(),
+            r.findings.into_iter().map(|f| f.subject).collect(),
+        )
+    }
+
+    #[test]
+    fn zip64_record_with_unsaturated_fields_is_read_like_torch_save_writes_it() {
+        assert_eq!(scan(archive(b"", 0, 1)), ("pytorch-zip".to_owned(), vec![]));
+    }
+
+    #[test]
+    fn zip64_disagreements_are_findings() {
+        // the end record counts 2 entries, the zip64 record 1
+        let (format, f) = scan(archive(b"", 0, 2));
+        assert_eq!(format, "pytorch-zip");
+        assert_eq!(f, ["end of central directory"]);
+        // extensible data: the record is not right before its locator, where Python looks
+        let (format, f) = scan(archive(b"", 16, 1));
+        assert_eq!(format, "pytorch-zip");
+        assert_eq!(f, ["zip64 end of central directory"]);
+    }
+
+    #[test]
+    fn data_before_a_zip64_archive_is_prepended_data() {
+        let (format, f) = scan(archive(b"#!/bin/sh\nexit 0\n", 0, 1));
+        assert_eq!(format, "pytorch-zip");
+        assert_eq!(f, ["prepended data"]);
+    }
 }
