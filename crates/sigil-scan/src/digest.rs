@@ -21,9 +21,18 @@ pub struct DigestError {
 }
 
 /// SHA-256 of a stream, hex, with the byte count.
-pub fn sha256_reader(mut r: impl Read) -> std::io::Result<(String, u64)> {
+pub fn sha256_reader(r: impl Read) -> std::io::Result<(String, u64)> {
+    sha256_sized(r, CHUNK)
+}
+
+/// A read buffer for a stream of (about) `len` bytes: at most [`CHUNK`].
+fn chunk_for(len: u64) -> Vec<u8> {
+    vec![0u8; usize::try_from(len).map_or(CHUNK, |l| l.clamp(1, CHUNK))]
+}
+
+fn sha256_sized(mut r: impl Read, size_hint: usize) -> std::io::Result<(String, u64)> {
     let mut ctx = digest::Context::new(&digest::SHA256);
-    let mut buf = vec![0u8; CHUNK];
+    let mut buf = chunk_for(size_hint as u64);
     let mut n: u64 = 0;
     loop {
         let k = match r.read(&mut buf) {
@@ -45,7 +54,9 @@ pub fn sha256_file(path: &Path) -> Result<(String, u64), DigestError> {
         source,
     };
     let f = File::open(path).map_err(err)?;
-    sha256_reader(f).map_err(err)
+    // The size only sizes the buffer; a file that grows meanwhile is still read to its end.
+    let len = f.metadata().map_err(err)?.len();
+    sha256_sized(f, usize::try_from(len).unwrap_or(CHUNK).saturating_add(1)).map_err(err)
 }
 
 /// Git's blob id (`sha1("blob <len>\0" + content)`), used for non-LFS files in the HF cache.
@@ -58,7 +69,7 @@ pub fn git_blob_sha1(path: &Path) -> Result<String, DigestError> {
     let len = f.metadata().map_err(err)?.len();
     let mut ctx = digest::Context::new(&digest::SHA1_FOR_LEGACY_USE_ONLY);
     ctx.update(format!("blob {len}\0").as_bytes());
-    let mut buf = vec![0u8; CHUNK];
+    let mut buf = chunk_for(len.saturating_add(1));
     loop {
         let k = f.read(&mut buf).map_err(err)?;
         if k == 0 {

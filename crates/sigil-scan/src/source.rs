@@ -98,6 +98,13 @@ impl Slice {
         }
     }
 
+    /// A zeroed buffer for streaming through this window: `cap` bytes, or the window's length
+    /// when that is shorter. Most model files in a tree are small, and zeroing (and faulting in)
+    /// a large buffer for each costs more than reading them.
+    pub fn read_buf(&self, cap: usize) -> Vec<u8> {
+        vec![0u8; usize::try_from(self.len).map_or(cap, |l| l.min(cap))]
+    }
+
     /// Exactly `n` bytes at `off`, or `None` if the window is shorter.
     pub fn bytes_at(&self, off: u64, n: usize) -> io::Result<Option<Vec<u8>>> {
         // Checked before allocating: `n` often comes from the bytes being parsed.
@@ -111,7 +118,7 @@ impl Slice {
 
     /// Up to `n` bytes from the start.
     pub fn head(&self, n: usize) -> io::Result<Vec<u8>> {
-        let mut v = vec![0u8; n];
+        let mut v = self.read_buf(n);
         let k = self.read_at(0, &mut v)?;
         v.truncate(k);
         Ok(v)
@@ -213,7 +220,8 @@ impl Write for SpillWriter {
 /// stream broke or hit the limit: a loader consumes a broken stream up to the break.
 pub fn spill(mut r: impl Read, limit: u64) -> (Option<Slice>, Option<SpillError>) {
     let mut w = SpillWriter::new(limit);
-    let mut buf = vec![0u8; 256 * 1024];
+    // Starts small and doubles while reads fill it: most streams are small.
+    let mut buf = vec![0u8; 16 * 1024];
     let mut err = None;
     loop {
         let n = match r.read(&mut buf) {
@@ -237,9 +245,41 @@ pub fn spill(mut r: impl Read, limit: u64) -> (Option<Slice>, Option<SpillError>
             });
             break;
         }
+        if n == buf.len() && buf.len() < 256 * 1024 {
+            buf.resize(buf.len() * 2, 0);
+        }
     }
     match w.finish() {
         Ok(s) => (Some(s), err),
         Err(source) => (None, Some(SpillError::Io { at: 0, source })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_buffers_fit_the_window() {
+        let s = Slice::mem(vec![7u8; 10]);
+        assert_eq!(s.read_buf(4).len(), 4);
+        assert_eq!(s.read_buf(64).len(), 10);
+        assert_eq!(s.head(64).unwrap(), vec![7u8; 10]);
+        // Empty windows and zero-byte requests: empty buffers, no panic.
+        let empty = Slice::mem(Vec::new());
+        assert!(empty.read_buf(64).is_empty());
+        assert!(empty.head(0).unwrap().is_empty());
+        assert!(s.head(0).unwrap().is_empty());
+        assert!(s.sub(3, 0).read_buf(1024).is_empty());
+    }
+
+    #[test]
+    fn spill_grows_its_buffer_and_keeps_every_byte() {
+        let data: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+        let (s, err) = spill(&data[..], 1 << 20);
+        assert!(err.is_none());
+        let s = s.unwrap();
+        assert_eq!(s.len(), data.len() as u64);
+        assert_eq!(s.bytes_at(0, data.len()).unwrap().unwrap(), data);
     }
 }

@@ -124,7 +124,7 @@ pub(crate) fn scan_config_json(ctx: &mut Ctx<'_>, inner: &str, s: &Slice) {
 pub(crate) fn scan_h5(ctx: &mut Ctx<'_>, inner: &str, s: &Slice) {
     const NEEDLE: &[u8] = b"{\"class_name\"";
     let mut r = s.clone();
-    let mut buf = vec![0u8; 1024 * 1024];
+    let mut buf = s.read_buf(1024 * 1024);
     let mut base: u64 = 0;
     let mut carry: Vec<u8> = Vec::new();
     let mut found = 0;

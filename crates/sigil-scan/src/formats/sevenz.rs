@@ -164,7 +164,7 @@ fn fast_members(archive: &Archive, s: &Slice, limit: u64) -> Option<Vec<Member>>
 fn crc32(s: &Slice) -> Option<u32> {
     let mut h = crc32fast::Hasher::new();
     let mut r = s.clone();
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = s.read_buf(64 * 1024);
     loop {
         let n = std::io::Read::read(&mut r, &mut buf).ok()?;
         if n == 0 {

@@ -511,7 +511,7 @@ fn open_member(ctx: &mut Ctx<'_>, inner: &str, s: &Slice, e: &Entry) -> Option<S
 fn check_crc(ctx: &mut Ctx<'_>, inner: &str, e: &Entry, data: &Slice) {
     let mut h = crc32fast::Hasher::new();
     let mut r = data.clone();
-    let mut buf = vec![0u8; 256 * 1024];
+    let mut buf = data.read_buf(256 * 1024);
     loop {
         match r.read(&mut buf) {
             Ok(0) => break,
