@@ -193,7 +193,7 @@ pub fn scan_file(path: &Path, cfg: &ScanConfig) -> FileReport {
         findings: Vec::new(),
         depth: 0,
     };
-    let (format, size) = match std::fs::File::open(path).and_then(Slice::file) {
+    let (format, size) = match Slice::open(path) {
         Ok(s) => {
             let size = s.len();
             (scan_slice(&mut ctx, "", &s), size)

@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 /// Spilled streams up to this size stay in memory.
 const IN_MEMORY: u64 = 8 * 1024 * 1024;
+/// Files up to this size are read whole when opened.
+const SMALL_FILE: u64 = 256 * 1024;
 
 #[derive(Debug, Clone)]
 enum Backing {
@@ -34,6 +36,23 @@ impl Slice {
             len,
             pos: 0,
         })
+    }
+
+    /// Opens a file to scan: one read for a small file (the parsers then make many small reads,
+    /// each a system call on a file backing), positioned reads for anything larger, so memory
+    /// stays flat in file size.
+    pub fn open(path: &std::path::Path) -> io::Result<Self> {
+        let mut f = File::open(path)?;
+        let len = f.metadata()?.len();
+        if len <= SMALL_FILE {
+            let mut v = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+            // One byte more than the limit: a file that grew meanwhile is read by position.
+            (&mut f).take(SMALL_FILE + 1).read_to_end(&mut v)?;
+            if v.len() as u64 <= SMALL_FILE {
+                return Ok(Self::mem(v));
+            }
+        }
+        Self::file(f)
     }
 
     pub fn mem(v: Vec<u8>) -> Self {

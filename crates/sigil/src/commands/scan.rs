@@ -146,8 +146,8 @@ pub fn run(a: ScanArgs) -> anyhow::Result<ExitCode> {
         elapsed_ms = started.elapsed().as_millis() as u64,
         "scan done"
     );
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    // Buffered: stdout is line-buffered, and a pretty-printed report is thousands of lines.
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
     match a.output {
         ScanOutput::Table => print_table(&mut out, &reports)?,
         ScanOutput::Json => {
@@ -159,6 +159,7 @@ pub fn run(a: ScanArgs) -> anyhow::Result<ExitCode> {
             writeln!(out)?;
         }
     }
+    out.flush()?;
     let failed = reports.iter().filter(|r| r.verdict >= fail_on).count();
     if failed > 0 {
         eprintln!(
