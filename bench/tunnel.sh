@@ -9,7 +9,7 @@
 # and a release build (cargo build --release -p sigil; built here if missing).
 #
 # Env: DURATION (iperf3 seconds per run, default 8), RUNS (interleaved repetitions, default 3;
-# the median is reported), PARALLEL (iperf3 streams, default 1), RATE_SECONDS (default 5),
+# the median is reported, and the median of each round's paired ratios as `*_paired`), PARALLEL (iperf3 streams, default 1), RATE_SECONDS (default 5),
 # PINGS (round trips per path for latency, default 10000).
 set -euo pipefail
 
@@ -153,12 +153,18 @@ iperf() { # port -> Gbit/s received
     iperf3 -c 127.0.0.1 -p "$1" -t "$DURATION" -P "$PARALLEL" -J 2>/dev/null | python3 -c \
         'import json,sys; d=json.load(sys.stdin); print("%.3f" % (d["end"]["sum_received"]["bits_per_second"]/1e9))'
 }
-declare -a T_PLAIN T_SIGIL T_STUN
+calc() { python3 -c "print('%.3f' % ($1))"; }
+declare -a T_PLAIN T_SIGIL T_STUN R_SIG_PLAIN R_STUN_PLAIN R_SIG_STUN
 for ((i = 0; i < RUNS; i++)); do
     T_PLAIN+=("$(iperf $P_UP)")
     T_SIGIL+=("$(iperf $P_SIG_OUT)")
     T_STUN+=("$(iperf $P_ST_OUT)")
-    echo "run $((i + 1))/$RUNS: plaintext ${T_PLAIN[-1]}  sigil ${T_SIGIL[-1]}  stunnel4 ${T_STUN[-1]} Gbit/s" >&2
+    # Paired ratios: each round's tunnels against that round's plaintext, so that the machine's
+    # drift between rounds (plaintext alone moves by 1.5x here) cancels out.
+    R_SIG_PLAIN+=("$(calc "${T_SIGIL[-1]}/${T_PLAIN[-1]}")")
+    R_STUN_PLAIN+=("$(calc "${T_STUN[-1]}/${T_PLAIN[-1]}")")
+    R_SIG_STUN+=("$(calc "${T_SIGIL[-1]}/${T_STUN[-1]}")")
+    echo "run $((i + 1))/$RUNS: plaintext ${T_PLAIN[-1]}  sigil ${T_SIGIL[-1]}  stunnel4 ${T_STUN[-1]} Gbit/s  sigil/plaintext ${R_SIG_PLAIN[-1]}  sigil/stunnel4 ${R_SIG_STUN[-1]}" >&2
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 PLAIN=$(median "${T_PLAIN[@]}"); SIG=$(median "${T_SIGIL[@]}"); STUN=$(median "${T_STUN[@]}")
@@ -211,7 +217,6 @@ R_STUN=$(python3 load.py rate $P_ST_OUT_E "$RATE_SECONDS")
     < <(python3 load.py lat "$PINGS" $P_ECHO $P_SIG_OUT_E $P_ST_OUT_E)
 
 KTLS=$("$SIGIL" tunnel ktls-check 2>/dev/null || true)
-calc() { python3 -c "print('%.3f' % ($1))"; }
 echo "# $(nproc) cores, $(uname -r), iperf3 -t $DURATION -P $PARALLEL, median of $RUNS interleaved runs" >&2
 echo "# $KTLS" >&2
 echo "RESULT tunnel_plaintext_throughput $PLAIN Gbit/s"
@@ -220,6 +225,9 @@ echo "RESULT tunnel_stunnel4_throughput $STUN Gbit/s"
 echo "RESULT tunnel_sigil_vs_plaintext $(calc "$SIG/$PLAIN") ratio"
 echo "RESULT tunnel_stunnel4_vs_plaintext $(calc "$STUN/$PLAIN") ratio"
 echo "RESULT tunnel_sigil_vs_stunnel4 $(calc "$SIG/$STUN") ratio"
+echo "RESULT tunnel_sigil_vs_plaintext_paired $(median "${R_SIG_PLAIN[@]}") ratio"
+echo "RESULT tunnel_stunnel4_vs_plaintext_paired $(median "${R_STUN_PLAIN[@]}") ratio"
+echo "RESULT tunnel_sigil_vs_stunnel4_paired $(median "${R_SIG_STUN[@]}") ratio"
 if [[ "$KTLS" == *": available"* ]]; then
     echo "RESULT tunnel_sigil_ktls_path 1 used"
 else
