@@ -179,8 +179,25 @@ pub struct FileReport {
     pub sha256: Option<String>,
 }
 
+/// Most findings listed per file; the rest are counted in a last finding. The list is sorted most
+/// severe first, so what is cut is the least severe.
+pub const MAX_LISTED_FINDINGS: usize = 1_000;
+
 impl FileReport {
-    pub fn new(path: PathBuf, format: Format, size: u64, mut findings: Vec<Finding>) -> Self {
+    pub fn new(path: PathBuf, format: Format, size: u64, findings: Vec<Finding>) -> Self {
+        Self::with_unlisted(path, format, size, findings, 0)
+    }
+
+    /// `unlisted` findings were seen but not kept while scanning (beyond the per-verdict cap);
+    /// the verdict already reflects them, since a finding is only dropped when one of the same
+    /// or a higher verdict was kept.
+    pub(crate) fn with_unlisted(
+        path: PathBuf,
+        format: Format,
+        size: u64,
+        mut findings: Vec<Finding>,
+        unlisted: usize,
+    ) -> Self {
         findings.sort_by(|a, b| {
             b.verdict
                 .cmp(&a.verdict)
@@ -197,6 +214,23 @@ impl FileReport {
             .map(|f| f.verdict)
             .max()
             .unwrap_or(Verdict::Safe);
+        let mut unlisted = unlisted;
+        if findings.len() > MAX_LISTED_FINDINGS {
+            unlisted += findings.len() - MAX_LISTED_FINDINGS;
+            findings.truncate(MAX_LISTED_FINDINGS);
+        }
+        if unlisted > 0 {
+            findings.push(Finding {
+                verdict: Verdict::Safe,
+                category: Category::Structure,
+                inner: String::new(),
+                offset: 0,
+                subject: "findings".to_owned(),
+                reason: format!(
+                    "{unlisted} further findings not listed (the most severe are listed first; the verdict counts all of them)"
+                ),
+            });
+        }
         Self {
             path,
             format,

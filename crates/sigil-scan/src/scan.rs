@@ -4,7 +4,9 @@
 //! Owns: [`ScanConfig`], [`detect`], [`scan_file`]. Must not: trust file names or extensions to
 //! decide a format (names only pick among archive layouts already recognised from bytes).
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::path::{Path, PathBuf};
 
 use crate::formats;
 use crate::pickle::{self, GlobalPolicy, WalkOptions};
@@ -40,9 +42,37 @@ pub(crate) struct Ctx<'a> {
     pub cfg: &'a ScanConfig,
     pub findings: Vec<Finding>,
     pub depth: u32,
+    /// Windows already opened (backing, start, length) and the shallowest depth they were opened
+    /// at: archives whose members overlap, or contain themselves, would otherwise be re-scanned
+    /// at every level (3 members re-opening the same bytes 9 levels deep is 3^9 scans and as many
+    /// findings from a 4 KB file).
+    seen: HashMap<(u64, u64, u64), u32>,
+    /// Findings kept so far, per verdict (index: `Verdict as usize`).
+    kept: [usize; 4],
+    /// Findings seen but not kept once their verdict had `MAX_FINDINGS_PER_VERDICT`.
+    dropped: usize,
 }
 
-impl Ctx<'_> {
+/// Findings kept per file and verdict; further ones are only counted. The cap is per verdict so
+/// that padding a file with thousands of lesser findings cannot push a dangerous one out. The
+/// report lists the most severe [`crate::report::MAX_LISTED_FINDINGS`].
+const MAX_FINDINGS_PER_VERDICT: usize = 2_500;
+
+impl<'a> Ctx<'a> {
+    pub(crate) fn new(cfg: &'a ScanConfig) -> Self {
+        Self {
+            cfg,
+            findings: Vec::new(),
+            depth: 0,
+            seen: HashMap::new(),
+            kept: [0; 4],
+            dropped: 0,
+        }
+    }
+
+    fn report(self, path: PathBuf, format: Format, size: u64) -> FileReport {
+        FileReport::with_unlisted(path, format, size, self.findings, self.dropped)
+    }
     pub fn add(
         &mut self,
         verdict: Verdict,
@@ -52,6 +82,14 @@ impl Ctx<'_> {
         subject: impl Into<String>,
         reason: impl Into<String>,
     ) {
+        let Some(kept) = self.kept.get_mut(verdict as usize) else {
+            return;
+        };
+        if *kept >= MAX_FINDINGS_PER_VERDICT {
+            self.dropped += 1;
+            return;
+        }
+        *kept += 1;
         self.findings.push(Finding {
             verdict,
             category,
@@ -188,11 +226,7 @@ fn looks_like_protocol0_pickle(head: &[u8]) -> bool {
 
 /// Scans one file on disk.
 pub fn scan_file(path: &Path, cfg: &ScanConfig) -> FileReport {
-    let mut ctx = Ctx {
-        cfg,
-        findings: Vec::new(),
-        depth: 0,
-    };
+    let mut ctx = Ctx::new(cfg);
     let (format, size) = match Slice::open(path) {
         Ok(s) => {
             let size = s.len();
@@ -203,19 +237,15 @@ pub fn scan_file(path: &Path, cfg: &ScanConfig) -> FileReport {
             (Format::Unknown, 0)
         }
     };
-    FileReport::new(path.to_owned(), format, size, ctx.findings)
+    ctx.report(path.to_owned(), format, size)
 }
 
 /// Scans bytes in memory (tests, fuzzing).
 pub fn scan_bytes(name: &Path, bytes: Vec<u8>, cfg: &ScanConfig) -> FileReport {
-    let mut ctx = Ctx {
-        cfg,
-        findings: Vec::new(),
-        depth: 0,
-    };
+    let mut ctx = Ctx::new(cfg);
     let s = Slice::mem(bytes);
     let format = scan_slice(&mut ctx, "", &s);
-    FileReport::new(name.to_owned(), format, s.len(), ctx.findings)
+    ctx.report(name.to_owned(), format, s.len())
 }
 
 /// Detects and scans one byte source; returns the detected format.
@@ -244,6 +274,20 @@ pub(crate) fn scan_slice(ctx: &mut Ctx<'_>, inner: &str, s: &Slice) -> Format {
             ),
         );
         return format;
+    }
+    // The same bytes opened already at this depth or a shallower one (another member or level
+    // reaching them) gave their findings then. Reached at a shallower depth than before, they
+    // are opened again, since more of what they nest is then within the depth limit; so each
+    // window is opened at most `max_depth + 1` times. (Containers report overlapping members
+    // themselves.)
+    match ctx.seen.entry(s.identity()) {
+        Entry::Occupied(e) if *e.get() <= ctx.depth => return format,
+        Entry::Occupied(mut e) => {
+            e.insert(ctx.depth);
+        }
+        Entry::Vacant(e) => {
+            e.insert(ctx.depth);
+        }
     }
     ctx.depth += 1;
     let out = match format {

@@ -6,6 +6,7 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Spilled streams up to this size stay in memory.
 const IN_MEMORY: u64 = 8 * 1024 * 1024;
@@ -18,10 +19,18 @@ enum Backing {
     Mem(Arc<[u8]>),
 }
 
+fn next_store() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 /// A window `[start, start+len)` onto a file or buffer, with its own position.
 #[derive(Debug, Clone)]
 pub struct Slice {
     b: Backing,
+    /// Unique per backing store for the life of the process (addresses are reused once a store
+    /// is freed; this is not).
+    store: u64,
     start: u64,
     len: u64,
     pos: u64,
@@ -32,6 +41,7 @@ impl Slice {
         let len = f.metadata()?.len();
         Ok(Self {
             b: Backing::File(Arc::new(f)),
+            store: next_store(),
             start: 0,
             len,
             pos: 0,
@@ -59,10 +69,16 @@ impl Slice {
         let len = v.len() as u64;
         Self {
             b: Backing::Mem(v.into()),
+            store: next_store(),
             start: 0,
             len,
             pos: 0,
         }
+    }
+
+    /// The bytes this window covers: which backing store and the absolute range in it.
+    pub(crate) fn identity(&self) -> (u64, u64, u64) {
+        (self.store, self.start, self.len)
     }
 
     pub fn len(&self) -> u64 {
@@ -79,6 +95,7 @@ impl Slice {
         let len = len.min(self.len - off);
         Self {
             b: self.b.clone(),
+            store: self.store,
             start: self.start + off,
             len,
             pos: 0,

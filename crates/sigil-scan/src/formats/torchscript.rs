@@ -209,11 +209,7 @@ mod tests {
 
     fn scan(src: &str) -> Vec<(Verdict, String, u64)> {
         let cfg = ScanConfig::default();
-        let mut ctx = Ctx {
-            cfg: &cfg,
-            findings: Vec::new(),
-            depth: 0,
-        };
+        let mut ctx = Ctx::new(&cfg);
         scan_code(&mut ctx, "code.py", &Slice::mem(src.as_bytes().to_vec()));
         ctx.findings
             .into_iter()
