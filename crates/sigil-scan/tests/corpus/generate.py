@@ -2,26 +2,35 @@
 """Generates Sigil's model-scanner test corpus and confirms each label in a real loader.
 
 Usage:  [SIGIL_TORCH_PYTHON=/path/to/python-with-torch] [SIGIL_TF_PYTHON=/path/to/python-with-tf] \
+        [SIGIL_ONNX_PYTHON=/path/to/python-with-onnx-1.15-and-onnxruntime] \
+        [SIGIL_ORT_LEGACY_PYTHON=/path/to/python-with-onnxruntime-1.23] \
         python generate.py [OUT_DIR]          (default: the directory of this script)
 Needs:  numpy joblib h5py onnx gguf safetensors jinja2 py7zr, and keras jax jaxlib for real Keras
-        samples (all PyPI wheels). PyTorch and TensorFlow are used from their own interpreters
-        (separate virtualenvs), named by the two environment variables.
+        samples (all PyPI wheels). PyTorch, TensorFlow and the ONNX loaders run in their own
+        interpreters (separate virtualenvs), named by the environment variables.
 
 Every file is written by this script; CI does not regenerate them. Each malicious payload only
 creates a marker file named `sigil_marker` in the loader's working directory (a fresh temporary
 directory): a label "dangerous" is confirmed when loading the file in its real framework, in a
 subprocess, creates the marker; "safe" when loading succeeds without it; "malformed" when the
-real loader refuses the file. Models that *read* a file are confirmed the same way: the loader
-first writes 16 random bytes to `sigil_secret`, calls the model, and writes the marker itself only
-when the model hands those bytes back. `labels.json` records the loader and `confirmed`.
+real loader refuses the file; "suspicious" when the real loader refuses to run it until native
+code the file does not carry is registered (the loader exits with NEEDS_CODE, and only after
+checking that specific refusal; see ONNX below). Models that *read* a file are confirmed the same
+way: the loader first writes 16 random bytes to `sigil_secret`, calls the model, and writes the
+marker itself only when the model hands those bytes back. `labels.json` records the loader and
+`confirmed`; a sample tried in several loaders records the first that confirms it as `loader` and
+what the others did under `other_loaders`.
 
-The committed corpus is generated with both frameworks:
+The committed corpus is generated with all four interpreters:
   SIGIL_TORCH_PYTHON=/tmp/torch-venv/bin/python SIGIL_TF_PYTHON=/tmp/tf-venv/bin/python \
+  SIGIL_ONNX_PYTHON=/tmp/onnx-venv/bin/python SIGIL_ORT_LEGACY_PYTHON=/tmp/ort-legacy-venv/bin/python \
   .venv/bin/python crates/sigil-scan/tests/corpus/generate.py
-(last run: torch 2.15.0 CPU, tensorflow-cpu 2.21.0, Keras 3.15.1 on jax; 106 of 115 labels
-confirmed). Hand-built zip records carry a fixed timestamp and the framework-built files are
-stable, so a rerun reproduces them byte for byte (Keras and the archive samples still carry the
-time of the run).
+(last run: torch 2.15.0 CPU, tensorflow-cpu 2.21.0, Keras 3.15.1 on jax, onnx 1.15.0 with
+onnxruntime 1.32.0, onnxruntime 1.23.2; 109 of 115 labels confirmed). Every sample is written
+the same way each run, so a rerun reproduces the corpus byte for byte: zip records (hand-built,
+Keras's) carry 1980-01-01, the .tar.gz a zero gzip mtime, the 7z members a fixed time; Keras
+models are rewritten without `date_saved` or id()-numbered shared objects, their Dense weights
+come from a seeded initializer and their Lambda code is compiled under a fixed file name.
 
 PyTorch (SIGIL_TORCH_PYTHON): the hand-built PyTorch files (zip: `<name>/data.pkl`,
 `<name>/data/<key>`, `<name>/version`, `<name>/byteorder`, `<name>/.data/serialization_id`, all
@@ -55,14 +64,36 @@ hand-encoded protobufs labelled by construction.
 Keras samples are real models saved by Keras 3 (jax backend) when it is installed, confirmed with
 `keras.saving.load_model(safe_mode=False)`.
 
+ONNX (SIGIL_ONNX_PYTHON: onnx==1.15.0, the last release before the external-data traversal fix
+for CVE-2024-27318, and a current onnxruntime; SIGIL_ORT_LEGACY_PYTHON: onnxruntime==1.23.2, a
+release from before onnxruntime validated external-data paths, microsoft/onnxruntime#26776). The
+samples are written by the onnx in this interpreter (IR version 8, opset 17); benign and
+malformed ones are confirmed by its `onnx.load`. The two external-data samples hold an int32[4]
+initializer (16 bytes) stored outside the model directory. Their loaders ("onnx.load-external":
+`onnx.load(load_external_data=True)`; "onnxruntime[-legacy].InferenceSession": a session and a run
+with x = 0, y = x + w) copy the model to model/ in the scratch directory, beside a weights/
+subdirectory, with the secret at sigil_secret next to model/, so each location resolves to the
+secret and never outside the scratch directory:
+- external_escape: `weights/../../sigil_secret`, the nested form that onnx 1.15's sanitizer
+  (`lstrip("/.")`, its CVE-2022-25882 fix) lets through; it needs a directory inside the model's
+  (here weights/). onnx 1.15 and onnxruntime 1.23.2 read the secret (confirmed by onnx.load);
+  onnxruntime 1.32 refuses the path, and so does onnx 1.23 (the generating interpreter). A plain
+  `../sigil_secret` would be read by onnxruntime 1.23.2 only: onnx 1.15 strips the leading `../`.
+- external_absolute: `/proc/self/cwd/sigil_secret`, an absolute path that resolves to the loading
+  process's working directory (Linux). onnxruntime 1.23.2 reads it (confirmed by it); onnx 1.15
+  strips the leading `/` and looks inside the model directory; onnxruntime 1.32 refuses
+  absolute locations.
+- custom_domain ("suspicious"): an Add node in domain `evil.custom`. onnx.load only parses it;
+  confirmed when onnxruntime refuses to create a session with "evil.custom:Add(...) is not a
+  registered function/op" (the op needs a custom-op library, i.e. native code) and the same graph
+  with the domain cleared builds and runs, so nothing else in the model is at fault.
+Without SIGIL_ONNX_PYTHON the custom-domain sample stays labelled by construction, and so does
+each external-data sample when none of the loaders expected to read it is available (without
+SIGIL_ORT_LEGACY_PYTHON, external_absolute).
+
 Labelled by construction ("confirmed": false), and why:
 - malicious/savedmodel/pyfunc: `EagerPyFunc` calls a Python function registered in the process
   that traced the graph; a SavedModel cannot carry it, so a fresh process fails the call.
-- malicious/onnx/external_escape, external_absolute: onnx 1.23's `onnx.load(load_external_data=
-  True)` refuses both paths (outside the model directory, absolute); older onnx and runtimes that
-  resolve the location themselves read the file. onnxruntime is not installed here.
-- malicious/onnx/custom_domain ("suspicious"): `onnx.load` only parses; running it needs a runtime
-  with a custom-op library for the domain, and none is installed.
 - malicious/keras/nested_module: Keras 3.15 imports only keras/keras_hub/keras_cv/keras_nlp
   modules named in a config and refuses the file; older Keras imported any module named there.
 - malformed/archive/duplicate_names, prepended; malformed/safetensors/duplicate_key;
@@ -82,6 +113,7 @@ import marshal
 import math
 import os
 import pickle
+import re
 import struct
 import subprocess
 import sys
@@ -96,6 +128,9 @@ MARK = "sigil_marker"
 LABELS = {}
 TORCH = None  # a Framework when SIGIL_TORCH_PYTHON is set (see main)
 TF = None  # a Framework when SIGIL_TF_PYTHON is set
+ONNX = None  # a Framework (onnx + onnxruntime) when SIGIL_ONNX_PYTHON is set
+ORT_LEGACY = None  # a Framework (onnxruntime) when SIGIL_ORT_LEGACY_PYTHON is set
+NEEDS_CODE = 3  # LOADER's exit status: the loader refused the file until native code is registered
 
 
 def path(rel):
@@ -108,6 +143,21 @@ def put(rel, data, label, fmt, loader, confirm=True):
     with open(path(rel), "wb") as f:
         f.write(data)
     LABELS[rel] = {"label": label, "format": fmt, "loader": loader, "confirmed": None if confirm else False}
+
+
+class FixedZip(zipfile.ZipFile):
+    """zipfile.ZipFile whose writestr(name, ...) stamps 1980-01-01 00:00 instead of the time of the
+    run (otherwise the same record: the archive's compression, mode 0600), so a rerun rewrites
+    every zip byte for byte."""
+
+    def writestr(self, zinfo_or_arcname, data, compress_type=None, compresslevel=None):
+        if isinstance(zinfo_or_arcname, str):
+            zi = zipfile.ZipInfo(zinfo_or_arcname, date_time=(1980, 1, 1, 0, 0, 0))
+            zi.external_attr = 0o600 << 16
+            zinfo_or_arcname = zi
+            compress_type = self.compression if compress_type is None else compress_type
+            compresslevel = self.compresslevel if compresslevel is None else compresslevel
+        super().writestr(zinfo_or_arcname, data, compress_type, compresslevel)
 
 
 # --- payloads: each only writes the marker --------------------------------------------------
@@ -258,7 +308,7 @@ def torch_zip(data_pkl, name="archive", storages=(("0", 16),)):
     records += [(f"data/{key}", b"\x00" * n) for key, n in storages]
     records += [("version", b"3\n"), (".data/serialization_id", b"1234567890")]
     b = io.BytesIO()
-    with zipfile.ZipFile(b, "w", zipfile.ZIP_STORED) as z:
+    with FixedZip(b, "w", zipfile.ZIP_STORED) as z:
         for n, d in records:
             # a fixed timestamp: the same bytes on every run
             z.writestr(zipfile.ZipInfo(f"{name}/{n}", date_time=(1980, 1, 1, 0, 0, 0)), d)
@@ -402,14 +452,14 @@ def gen_torchscript():
         # Hand-built in the TorchScript layout, labelled by construction.
         b = io.BytesIO()
         benign = torch_pickle({"weight": _RebuildTensor("0", (2, 2))})
-        with zipfile.ZipFile(b, "w", zipfile.ZIP_STORED) as z:
+        with FixedZip(b, "w", zipfile.ZIP_STORED) as z:
             z.writestr("m/data.pkl", benign)
             z.writestr("m/constants.pkl", pickle.dumps((), protocol=2))
             z.writestr("m/code/__torch__/m.py", "def forward(self, x):\n    return torch.relu(x)\n")
             z.writestr("m/version", b"8\n")
         put("benign/torchscript/model.pt", b.getvalue(), "safe", "torchscript", "torchscript", confirm=False)
         b = io.BytesIO()
-        with zipfile.ZipFile(b, "w", zipfile.ZIP_STORED) as z:
+        with FixedZip(b, "w", zipfile.ZIP_STORED) as z:
             z.writestr("m/data.pkl", benign)
             z.writestr("m/constants.pkl", pickle.dumps((), protocol=2))
             z.writestr("m/code/__torch__/m.py", "def forward(self, x):\n    y = torch.ops.aten.from_file(\"/etc/passwd\", None, 10)\n    return x\n")
@@ -525,21 +575,52 @@ def gen_gguf():
 def gen_onnx():
     import onnx
     from onnx import TensorProto, helper
-    def model(init, domain="", opsets=None):
+    # IR version 8 (what opset 17 came with) rather than the generating onnx's newest: the same
+    # bytes whatever onnx writes them, and loadable by older runtimes.
+    def model(init, domain="", opsets=None, dtype=TensorProto.FLOAT, n=2):
         node = helper.make_node("Add", ["x", "w"], ["y"], domain=domain)
-        g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], [init])
-        return helper.make_model(g, opset_imports=opsets or [helper.make_opsetid("", 17)])
+        g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", dtype, [n])],
+                              [helper.make_tensor_value_info("y", dtype, [n])], [init])
+        return helper.make_model(g, opset_imports=opsets or [helper.make_opsetid("", 17)], ir_version=8)
     w = helper.make_tensor("w", TensorProto.FLOAT, [2], [1.0, 2.0])
     put("benign/onnx/model.onnx", model(w).SerializeToString(), "safe", "onnx", "onnx")
-    ext = TensorProto(); ext.name = "w"; ext.data_type = TensorProto.FLOAT; ext.dims.extend([2])
-    ext.data_location = TensorProto.EXTERNAL
-    e = ext.external_data.add(); e.key = "location"; e.value = "../../../../etc/passwd"
-    put("malicious/onnx/external_escape.onnx", model(ext).SerializeToString(), "dangerous", "onnx", "onnx-external", confirm=False)
-    e.value = "/etc/passwd"
-    put("malicious/onnx/external_absolute.onnx", model(ext).SerializeToString(), "dangerous", "onnx", "onnx-external", confirm=False)
+    # External data that points outside the model directory: 16 bytes (int32[4], y = x + w, so a
+    # run with x = 0 hands them back). The loader (LOADER "onnx.load-external",
+    # "onnxruntime.InferenceSession") copies the model to model/ in its scratch directory, next to
+    # a weights/ subdirectory, and puts the random secret at sigil_secret beside model/: both
+    # locations resolve to that secret, never to a file outside the scratch directory.
+    #  - weights/../../sigil_secret: the nested form (CVE-2024-27318) that onnx <= 1.15's
+    #    lstrip("/.") sanitizer lets through; it needs a directory in the model's directory.
+    #  - /proc/self/cwd/sigil_secret: absolute; /proc/self/cwd is the loading process's working
+    #    directory (Linux), which the loader makes its scratch directory.
+    # Each is tried in every ONNX loader available, those expected to read the file first: the
+    # label is confirmed by the first that does, the others' outcomes are recorded. With none of
+    # the expected ones available it stays labelled by construction.
+    available = {"onnx.load-external": ONNX, "onnxruntime-legacy.InferenceSession": ORT_LEGACY,
+                 "onnxruntime.InferenceSession": ONNX}
+    for rel, loc, readers in [
+            ("malicious/onnx/external_escape.onnx", "weights/../../sigil_secret",
+             ["onnx.load-external", "onnxruntime-legacy.InferenceSession"]),
+            ("malicious/onnx/external_absolute.onnx", "/proc/self/cwd/sigil_secret",
+             ["onnxruntime-legacy.InferenceSession"])]:
+        ext = TensorProto(); ext.name = "w"; ext.data_type = TensorProto.INT32; ext.dims.extend([4])
+        ext.data_location = TensorProto.EXTERNAL
+        e = ext.external_data.add(); e.key = "location"; e.value = loc
+        data = model(ext, dtype=TensorProto.INT32, n=4).SerializeToString()
+        order = [l for l in readers + [l for l in available if l not in readers] if available[l] is not None]
+        if any(l in readers for l in order):
+            put(rel, data, "dangerous", "onnx", order[0])
+            LABELS[rel]["try"] = order
+        else:
+            put(rel, data, "dangerous", "onnx", "onnx-external", confirm=False)
+    # A node from a custom domain: onnx.load only parses it; onnxruntime refuses to build a session
+    # until a custom-op library (native code) registers the op. Confirmed when it refuses with that
+    # error and the same graph with the domain cleared runs (LOADER "onnxruntime.InferenceSession").
     m = model(w, domain="evil.custom", opsets=[helper.make_opsetid("", 17), helper.make_opsetid("evil.custom", 1)])
-    put("malicious/onnx/custom_domain.onnx", m.SerializeToString(), "suspicious", "onnx", "onnx", confirm=False)
+    if ONNX is not None:
+        put("malicious/onnx/custom_domain.onnx", m.SerializeToString(), "suspicious", "onnx", "onnxruntime.InferenceSession")
+    else:
+        put("malicious/onnx/custom_domain.onnx", m.SerializeToString(), "suspicious", "onnx", "onnx", confirm=False)
     put("malformed/onnx/truncated.onnx", model(w).SerializeToString()[:-7], "malformed", "onnx", "onnx")
 
 
@@ -559,7 +640,7 @@ def lambda_layer():
 
 def keras_zip(cfg):
     b = io.BytesIO()
-    with zipfile.ZipFile(b, "w") as z:
+    with FixedZip(b, "w") as z:
         z.writestr("metadata.json", json.dumps({"keras_version": "3.5.0"}))
         z.writestr("config.json", json.dumps(cfg))
         z.writestr("model.weights.h5", b"\x89HDF\r\n\x1a\n" + b"\0" * 64)
@@ -585,11 +666,17 @@ def gen_keras():
         # who pass safe_mode=False run them).
         def model(layers):
             return keras.Sequential([keras.Input((2,))] + layers)
+        def marker():
+            # Compiled under a fixed name: the marshalled code Keras stores carries its file name
+            # and line, which must not depend on where this script lies or how it is laid out.
+            return eval(compile(f"lambda x: (open({MARK!r}, 'w').close(), x)[1]", "<sigil-corpus>", "eval"))
+        def dense():  # seeded: the same weights every run
+            return keras.layers.Dense(2, kernel_initializer=keras.initializers.GlorotUniform(seed=0))
         for rel, layers, label in [
-            ("benign/keras/model.keras", [keras.layers.Dense(2)], "safe"),
-            ("malicious/keras/lambda.keras", [keras.layers.Dense(2), keras.layers.Lambda(lambda x: (open("sigil_marker", "w").close(), x)[1])], "dangerous"),
-            ("benign/keras/model.h5", [keras.layers.Dense(2)], "safe"),
-            ("malicious/keras/lambda.h5", [keras.layers.Lambda(lambda x: (open("sigil_marker", "w").close(), x)[1])], "dangerous"),
+            ("benign/keras/model.keras", [dense()], "safe"),
+            ("malicious/keras/lambda.keras", [dense(), keras.layers.Lambda(marker())], "dangerous"),
+            ("benign/keras/model.h5", [dense()], "safe"),
+            ("malicious/keras/lambda.h5", [keras.layers.Lambda(marker())], "dangerous"),
         ]:
             p = path(rel)
             if os.path.exists(p):
@@ -603,6 +690,8 @@ def gen_keras():
                     model(layers).save(p)
                 finally:
                     os.chdir(here)
+            if rel.endswith(".keras"):
+                _fix_keras_zip(p)
             fmt = "keras-h5" if rel.endswith(".h5") else "keras"
             LABELS[rel] = {"label": label, "format": fmt, "loader": "keras", "confirmed": None}
     else:
@@ -624,9 +713,28 @@ def gen_keras():
     put("malformed/keras/bad_config.keras", _keras_bad(), "malformed", "keras", "keras" if keras is not None else "zipfile")
 
 
+def _fix_keras_zip(p):
+    """Rewrites a .keras zip as Keras would with nothing that varies between runs: Keras stamps
+    model.weights.h5 with the time of the run, metadata.json with `date_saved`, and numbers the
+    shared objects in config.json by their id() (renumbered 1, 2, ... in order of appearance)."""
+    with zipfile.ZipFile(p) as z:
+        members = [(i.filename, i.compress_type, z.read(i)) for i in z.infolist()]
+    ids = {}
+    with FixedZip(p, "w") as z:
+        for name, compress, data in members:
+            if name == "config.json":
+                data = re.sub(rb'"shared_object_id": (\d+)',
+                              lambda m: b'"shared_object_id": %d' % ids.setdefault(m.group(1), len(ids) + 1), data)
+            elif name == "metadata.json":
+                meta = json.loads(data)
+                meta["date_saved"] = "1980-01-01@00:00:00"
+                data = json.dumps(meta).encode()
+            z.writestr(name, data, compress)
+
+
 def _keras_bad():
     b = io.BytesIO()
-    with zipfile.ZipFile(b, "w") as z:
+    with FixedZip(b, "w") as z:
         z.writestr("config.json", "{not json")
         z.writestr("model.weights.h5", b"\x89HDF\r\n\x1a\n")
     return b.getvalue()
@@ -690,16 +798,16 @@ def gen_savedmodel():
 
 def gen_archives():
     b = io.BytesIO()
-    with zipfile.ZipFile(b, "w", zipfile.ZIP_DEFLATED) as z:
+    with FixedZip(b, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("inner/model.pkl", pickle.dumps(SystemMarker(), protocol=2))
     put("malicious/archive/wrapped.zip", b.getvalue(), "dangerous", "zip", "zip-pickle")
     b = io.BytesIO()
-    with zipfile.ZipFile(b, "w", zipfile.ZIP_DEFLATED) as z:
+    with FixedZip(b, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("inner/model.pkl", pickle.dumps({"a": 1}, protocol=2))
         z.writestr("inner/model2.npy", open(path("benign/numpy/arr.npy"), "rb").read())
     put("benign/archive/wrapped.zip", b.getvalue(), "safe", "zip", "zip-pickle")
     b = io.BytesIO()
-    with tarfile.open(fileobj=b, mode="w:gz") as t:
+    with gzip.GzipFile(fileobj=b, mode="wb", mtime=0) as g, tarfile.open(fileobj=g, mode="w") as t:
         d = pickle.dumps(ExecMarker(), protocol=4)
         ti = tarfile.TarInfo("model.pkl"); ti.size = len(d); t.addfile(ti, io.BytesIO(d))
     put("malicious/archive/wrapped.tar.gz", b.getvalue(), "dangerous", "gzip", "targz-pickle")
@@ -710,12 +818,12 @@ def gen_archives():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         b = io.BytesIO()
-        with zipfile.ZipFile(b, "w") as z:
+        with FixedZip(b, "w") as z:
             z.writestr("model.pkl", pickle.dumps([1], protocol=2))
             z.writestr("model.pkl", pickle.dumps([2], protocol=2))
     put("malformed/archive/duplicate_names.zip", b.getvalue(), "malformed", "zip", "none", confirm=False)
     b = io.BytesIO()
-    with zipfile.ZipFile(b, "w") as z:
+    with FixedZip(b, "w") as z:
         z.writestr("../../outside.pkl", pickle.dumps([1], protocol=2))
     put("malicious/archive/zip_slip.zip", b.getvalue(), "dangerous", "zip", "none", confirm=False)
     put("malformed/archive/prepended.zip", b"#!/bin/sh\necho polyglot\n" + _zip_of("model.pkl", pickle.dumps([1], protocol=2)),
@@ -727,8 +835,12 @@ def gen_archives():
     put("malformed/archive/encrypted_flag.zip", bytes(z), "malformed", "zip", "zip-pickle")
     try:
         import py7zr
+        import py7zr.helpers
+        from unittest import mock
+        # py7zr stamps writestr members with the time of the run: 1980-01-01 instead.
+        fixed = classmethod(lambda cls: cls.from_datetime(315532800.0))
         for rel, obj, label in [("malicious/archive/wrapped.7z", ExecMarker(), "dangerous"), ("benign/archive/wrapped.7z", {"a": 1}, "safe")]:
-            with py7zr.SevenZipFile(path(rel), "w") as z:
+            with mock.patch.object(py7zr.helpers.ArchiveTimestamp, "from_now", fixed), py7zr.SevenZipFile(path(rel), "w") as z:
                 z.writestr(pickle.dumps(obj, protocol=2), "model.pkl")
             LABELS[rel] = {"label": label, "format": "7z", "loader": "7z-pickle", "confirmed": None}
         with open(path("benign/archive/wrapped.7z"), "rb") as f:
@@ -740,7 +852,7 @@ def gen_archives():
 
 def _zip_of(name, data):
     b = io.BytesIO()
-    with zipfile.ZipFile(b, "w", zipfile.ZIP_STORED) as z:
+    with FixedZip(b, "w", zipfile.ZIP_STORED) as z:
         z.writestr(name, data)
     return b.getvalue()
 
@@ -748,14 +860,16 @@ def _zip_of(name, data):
 # --- frameworks in their own interpreters -----------------------------------------------------------
 
 class Framework:
-    """PyTorch or TensorFlow in the interpreter an environment variable names: it builds samples
-    (its build script writes them into a scratch directory) and runs LOADER to confirm them."""
+    """A framework in the interpreter an environment variable names (PyTorch, TensorFlow, onnx and
+    onnxruntime): it runs LOADER to confirm samples, and builds samples when it has a build script
+    (which writes them into a scratch directory). `module` is one module or several joined by "+"."""
 
-    def __init__(self, var, module, script):
+    def __init__(self, var, module, script=None):
         self.var, self.module, self.script = var, module, script
         self.python = os.environ[var]
-        r = subprocess.run([self.python, "-c", f"import {module}; print({module}.__version__)"],
-                           capture_output=True, text=True, env=QUIET)
+        mods = module.split("+")
+        code = f"import {', '.join(mods)}; print(' '.join(m.__version__ for m in ({', '.join(mods)},)))"
+        r = subprocess.run([self.python, "-c", code], capture_output=True, text=True, env=QUIET)
         if r.returncode != 0:
             sys.exit(f"{var}={self.python} cannot import {module}:\n{r.stderr[-2000:]}")
         self.version = r.stdout.strip().splitlines()[-1]
@@ -763,6 +877,8 @@ class Framework:
 
     def build(self):
         """Runs the build script; `built` maps each written file's relative path to its bytes."""
+        if self.script is None:
+            return
         with tempfile.TemporaryDirectory() as scratch:
             out = os.path.join(scratch, "out")
             os.mkdir(out)
@@ -920,7 +1036,7 @@ for name, m in [("benign", MatMul()), ("writefile", WritesFile()), ("readfile", 
 
 LOADER = r'''
 import sys, os, pickle, io, zipfile, tarfile
-kind, f = sys.argv[1], sys.argv[2]
+kind, f, NEEDS_CODE = sys.argv[1], sys.argv[2], int(sys.argv[3])
 class TorchUnpickler(pickle.Unpickler):
     def persistent_load(self, pid):
         return pid
@@ -1025,43 +1141,120 @@ elif kind == "tf.train.load_checkpoint":
 elif kind == "tf.saved_model.read_fingerprint":
     import tensorflow as tf
     tf.saved_model.experimental.read_fingerprint(os.path.dirname(f))
+elif kind in ("onnx.load-external", "onnxruntime.InferenceSession", "onnxruntime-legacy.InferenceSession"):
+    # The model is loaded from model/, which also holds a weights/ subdirectory as a shipped model
+    # directory may; the secret lies outside it, in this (scratch) working directory. A model whose
+    # external data hands back those bytes has read a file outside its directory: the marker is
+    # then written here, on its behalf.
+    import shutil
+    secret = os.urandom(16)
+    with open("sigil_secret", "wb") as fh:
+        fh.write(secret)
+    os.makedirs(os.path.join("model", "weights"))
+    f = shutil.copy(f, "model")
+    if kind == "onnx.load-external":
+        import onnx
+        m = onnx.load(f, load_external_data=True)
+        got = [t.raw_data for t in m.graph.initializer]
+    else:
+        import numpy as np, onnxruntime as ort
+        dtypes = {"tensor(float)": np.float32, "tensor(int32)": np.int32}
+        def run(model):
+            s = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+            feed = {i.name: np.zeros(i.shape, dtypes[i.type]) for i in s.get_inputs()}
+            return [o.tobytes() for o in s.run(None, feed)]
+        try:
+            got = run(f)
+        except ort.capi.onnxruntime_pybind11_state.Fail as e:
+            # Refused because a node's op is in a domain no library registered: running the model
+            # needs a custom-op library, native code. Only that refusal is accepted, and only if the
+            # same graph with the standard domain runs, so nothing else in the model is broken.
+            import onnx
+            m = onnx.load(f, load_external_data=False)
+            custom = {n.domain for n in m.graph.node} - {"", "ai.onnx", "ai.onnx.ml"}
+            if not custom or not any(f"{n.domain}:{n.op_type}(" in str(e) and "is not a registered function/op" in str(e)
+                                     for n in m.graph.node if n.domain in custom):
+                raise
+            for n in m.graph.node:
+                if n.domain in custom:
+                    n.domain = ""
+            keep = [o for o in m.opset_import if o.domain not in custom]
+            del m.opset_import[:]
+            m.opset_import.extend(keep)
+            run(m.SerializeToString())
+            sys.exit(NEEDS_CODE)
+    if secret in got:
+        open("sigil_marker", "w").close()
 else:
     sys.exit(f"unknown loader {kind}")
 '''
 
 
 def interpreter(loader):
-    """torch.* loaders run in SIGIL_TORCH_PYTHON, tf.* in SIGIL_TF_PYTHON, the rest here."""
+    """torch.* loaders run in SIGIL_TORCH_PYTHON, tf.* in SIGIL_TF_PYTHON, onnx.* and onnxruntime.*
+    in SIGIL_ONNX_PYTHON, onnxruntime-legacy.* in SIGIL_ORT_LEGACY_PYTHON, the rest here."""
     if loader.startswith("torch."):
         return TORCH.python
     if loader.startswith("tf."):
         return TF.python
+    if loader.startswith(("onnx.", "onnxruntime.")):
+        return ONNX.python
+    if loader.startswith("onnxruntime-legacy."):
+        return ORT_LEGACY.python
     return sys.executable
 
 
+def load(loader, rel):
+    """Runs LOADER `loader` on `rel` in a fresh scratch directory: (exit status, marker, stderr)."""
+    with tempfile.TemporaryDirectory() as d:
+        r = subprocess.run([interpreter(loader), "-c", LOADER, loader, os.path.join(OUT, rel), str(NEEDS_CODE)],
+                           cwd=d, capture_output=True, timeout=300, env=QUIET)
+        return r.returncode, os.path.exists(os.path.join(d, MARK)), r.stderr.decode()
+
+
+def outcome(rc, marker):
+    if marker:
+        return "reads it" if rc == 0 else "reads it, then fails"
+    return {0: "loads, reads nothing", NEEDS_CODE: "refuses: needs native code"}.get(rc, "refuses")
+
+
 def confirm():
+    """A label is confirmed when its loader does what the label says: "dangerous", the marker
+    appears; "safe", it loads without one; "malformed", it refuses the file; "suspicious", it
+    refuses to run the file until native code it does not carry is registered (LOADER exits with
+    NEEDS_CODE). A label with "try" is run in each of those loaders: the first that confirms it
+    becomes its loader, what the others did goes to "other_loaders"."""
     failures = []
     for rel, meta in sorted(LABELS.items()):
+        loaders = meta.pop("try", None) or [meta["loader"]]
         if meta["confirmed"] is False or meta["loader"] == "none":
             meta["confirmed"] = False
             continue
-        with tempfile.TemporaryDirectory() as d:
-            r = subprocess.run([interpreter(meta["loader"]), "-c", LOADER, meta["loader"], os.path.join(OUT, rel)],
-                               cwd=d, capture_output=True, timeout=300, env=QUIET)
-            marker = os.path.exists(os.path.join(d, MARK))
-            ok = {"dangerous": marker, "safe": r.returncode == 0 and not marker,
-                  "malformed": r.returncode != 0 and not marker, "suspicious": True}[meta["label"]]
+        runs = {}
+        for loader in loaders:
+            rc, marker, err = runs[loader] = load(loader, rel)
+            ok = {"dangerous": marker, "safe": rc == 0 and not marker, "malformed": rc != 0 and not marker,
+                  "suspicious": rc == NEEDS_CODE and not marker}[meta["label"]]
+            if ok:
+                meta["loader"] = loader
+                break
+        if len(loaders) > 1:
+            for loader in loaders:
+                if loader != meta["loader"] and loader not in runs:
+                    runs[loader] = load(loader, rel)
+            meta["other_loaders"] = {l: outcome(*runs[l][:2]) for l in loaders if l != meta["loader"]}
         meta["confirmed"] = ok
         if not ok:
-            failures.append(f"{rel}: label {meta['label']} but rc={r.returncode} marker={marker}: {r.stderr.decode()[-300:]}")
+            failures.extend(f"{rel}: label {meta['label']} but {l}: rc={rc} marker={marker}: {err[-300:]}"
+                            for l, (rc, marker, err) in runs.items())
     return failures
 
 
 def main():
-    for fw in (TORCH, TF):
+    for fw in (TORCH, TF, ONNX, ORT_LEGACY):
         if fw is not None:
             fw.build()
-            print(f"{fw.module} {fw.version} ({fw.python}): samples built, labels confirmed in it")
+            print(f"{fw.module} {fw.version} ({fw.python}): {'samples built, ' if fw.script else ''}labels confirmed in it")
     gen_pickle()
     gen_torch()
     gen_torchscript()
@@ -1088,4 +1281,8 @@ if __name__ == "__main__":
         TORCH = Framework("SIGIL_TORCH_PYTHON", "torch", TORCH_BUILD)
     if os.environ.get("SIGIL_TF_PYTHON"):
         TF = Framework("SIGIL_TF_PYTHON", "tensorflow", TF_BUILD)
+    if os.environ.get("SIGIL_ONNX_PYTHON"):
+        ONNX = Framework("SIGIL_ONNX_PYTHON", "onnx+onnxruntime")
+    if os.environ.get("SIGIL_ORT_LEGACY_PYTHON"):
+        ORT_LEGACY = Framework("SIGIL_ORT_LEGACY_PYTHON", "onnxruntime")
     sys.exit(main())
