@@ -82,15 +82,7 @@ impl<'a> Ctx<'a> {
         subject: impl Into<String>,
         reason: impl Into<String>,
     ) {
-        let Some(kept) = self.kept.get_mut(verdict as usize) else {
-            return;
-        };
-        if *kept >= MAX_FINDINGS_PER_VERDICT {
-            self.dropped += 1;
-            return;
-        }
-        *kept += 1;
-        self.findings.push(Finding {
+        self.keep(Finding {
             verdict,
             category,
             inner: inner.to_owned(),
@@ -98,6 +90,28 @@ impl<'a> Ctx<'a> {
             subject: subject.into(),
             reason: reason.into(),
         });
+    }
+
+    /// Keeps a finding, or only counts it once its verdict has `MAX_FINDINGS_PER_VERDICT`.
+    /// Every finding goes through here.
+    pub fn keep(&mut self, f: Finding) {
+        let Some(kept) = self.kept.get_mut(f.verdict as usize) else {
+            return;
+        };
+        if *kept >= MAX_FINDINGS_PER_VERDICT {
+            self.dropped += 1;
+            return;
+        }
+        *kept += 1;
+        self.findings.push(f);
+    }
+
+    /// Keeps findings made elsewhere (a pickle walk), moved by `offset` into this source.
+    pub fn keep_all(&mut self, findings: impl IntoIterator<Item = Finding>, offset: u64) {
+        for mut f in findings {
+            f.offset = f.offset.saturating_add(offset);
+            self.keep(f);
+        }
     }
 
     pub fn malformed(
@@ -348,7 +362,7 @@ fn scan_pickle(ctx: &mut Ctx<'_>, inner: &str, s: &Slice, format: Format) -> For
             joblib: true,
         },
     );
-    ctx.findings.extend(r.findings);
+    ctx.keep_all(r.findings, 0);
     if legacy {
         return Format::PytorchLegacy;
     }

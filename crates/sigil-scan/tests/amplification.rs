@@ -107,3 +107,19 @@ fn padding_with_findings_cannot_bury_a_dangerous_one() {
     let unlisted: usize = note.reason.split(' ').next().unwrap().parse().unwrap();
     assert!(unlisted >= 6_000 - MAX_LISTED_FINDINGS, "{unlisted}");
 }
+
+#[test]
+fn findings_beyond_the_cap_are_counted_and_the_verdict_kept() {
+    // 12,000 distinct unknown globals: more suspicious findings than a file keeps.
+    let mut p = Vec::new();
+    for i in 0..12_000 {
+        p.extend_from_slice(format!("cpkg{i}\nf\n0").as_bytes());
+    }
+    p.extend_from_slice(SYSTEM_PICKLE);
+    let r = scan_bytes(Path::new("many.pkl"), p, &ScanConfig::default());
+    assert_eq!(r.verdict, Verdict::Dangerous);
+    let note = r.findings.last().unwrap();
+    let unlisted: usize = note.reason.split(' ').next().unwrap().parse().unwrap();
+    // Every one of the 12,001 findings is either listed or counted.
+    assert_eq!(r.findings.len() - 1 + unlisted, 12_001, "{}", note.reason);
+}

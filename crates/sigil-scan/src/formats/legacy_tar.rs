@@ -43,10 +43,7 @@ fn one_pickle(ctx: &mut Ctx<'_>, inner: &str, s: &Slice, at: u64) -> Option<(Wal
             joblib: false,
         },
     );
-    for f in &mut r.findings {
-        f.offset = f.offset.saturating_add(at);
-    }
-    ctx.findings.append(&mut r.findings);
+    ctx.keep_all(std::mem::take(&mut r.findings), at);
     if r.pickles != 1 {
         return None; // the walker reported why
     }

@@ -117,10 +117,7 @@ pub(crate) fn scan(ctx: &mut Ctx<'_>, inner: &str, s: &Slice) {
                 joblib: false,
             },
         );
-        for mut f in r.findings {
-            f.offset += data_off;
-            ctx.findings.push(f);
-        }
+        ctx.keep_all(r.findings, data_off);
         return;
     }
     let Some(descr) = (!structured).then(|| quoted_after(&h, "'descr'")).flatten() else {

@@ -37,9 +37,12 @@ pub(crate) fn scan_pickle(ctx: &mut Ctx<'_>, inner: &str, s: &Slice) {
             joblib: false,
         },
     );
-    ctx.findings.extend(r.findings.into_iter().filter(|f| {
-        !(f.subject.starts_with("__torch__.") || f.subject.starts_with("torch.jit._pickle."))
-    }));
+    ctx.keep_all(
+        r.findings.into_iter().filter(|f| {
+            !(f.subject.starts_with("__torch__.") || f.subject.starts_with("torch.jit._pickle."))
+        }),
+        0,
+    );
 }
 
 /// One token of TorchScript source: a word (identifier or number) or one punctuation mark (`::`
