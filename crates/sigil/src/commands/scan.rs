@@ -4,7 +4,9 @@
 //! loaded whole. With `--lockfile`, each file is also hashed and files whose digest is not locked
 //! are reported. Exit 0 when every verdict is below `--fail-on`, 1 otherwise, 2 on input errors.
 
+use std::collections::HashSet;
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -21,27 +23,58 @@ use crate::cli::{ScanArgs, ScanOutput};
 
 /// Every regular file under the given paths, sorted.
 pub fn collect_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
-    fn walk(p: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
-        let meta = std::fs::metadata(p).with_context(|| format!("cannot read {}", p.display()))?;
+    /// `meta` is `p`'s metadata with links followed (a symlinked model file is scanned; the HF
+    /// cache's snapshot files are symlinks to blobs). Directories are identified by device and
+    /// inode, so a symlink loop is entered once instead of recursing until the stack overflows.
+    fn walk(
+        p: &Path,
+        meta: &std::fs::Metadata,
+        out: &mut Vec<PathBuf>,
+        dirs: &mut HashSet<(u64, u64)>,
+    ) -> anyhow::Result<()> {
         if meta.is_file() {
             out.push(p.to_owned());
-        } else if meta.is_dir() {
-            let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
-                .with_context(|| format!("cannot list {}", p.display()))?
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|q| q.file_name().is_none_or(|n| n != ".git"))
-                .collect();
-            entries.sort();
-            for e in entries {
-                walk(&e, out)?;
+            return Ok(());
+        }
+        if !meta.is_dir() {
+            return Ok(());
+        }
+        if !dirs.insert((meta.dev(), meta.ino())) {
+            tracing::warn!(
+                "{}: directory already visited (a symlink loop or a second link to it); not walked again",
+                p.display()
+            );
+            return Ok(());
+        }
+        let mut entries: Vec<(PathBuf, std::fs::FileType)> = Vec::new();
+        for e in std::fs::read_dir(p).with_context(|| format!("cannot list {}", p.display()))? {
+            let e = e.with_context(|| format!("cannot list {}", p.display()))?;
+            if e.file_name() == ".git" {
+                continue;
+            }
+            let t = e
+                .file_type()
+                .with_context(|| format!("cannot read {}", e.path().display()))?;
+            entries.push((e.path(), t));
+        }
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        for (q, t) in entries {
+            if t.is_file() {
+                // The directory entry says so: no `stat` needed.
+                out.push(q);
+            } else {
+                let m = std::fs::metadata(&q)
+                    .with_context(|| format!("cannot read {}", q.display()))?;
+                walk(&q, &m, out, dirs)?;
             }
         }
         Ok(())
     }
     let mut out = Vec::new();
+    let mut dirs = HashSet::new();
     for p in paths {
-        walk(p, &mut out)?;
+        let m = std::fs::metadata(p).with_context(|| format!("cannot read {}", p.display()))?;
+        walk(p, &m, &mut out, &mut dirs)?;
     }
     Ok(out)
 }
@@ -305,5 +338,20 @@ mod tests {
         std::fs::write(d.path().join("a.bin"), b"x").unwrap();
         let f = collect_files(&[d.path().to_owned()]).unwrap();
         assert_eq!(f, vec![d.path().join("a.bin"), d.path().join("b/x.pkl")]);
+    }
+
+    #[test]
+    fn follows_file_symlinks_and_walks_a_symlink_loop_once() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        std::fs::create_dir_all(root.join("blobs")).unwrap();
+        std::fs::create_dir_all(root.join("snap")).unwrap();
+        std::fs::write(root.join("blobs/abc"), b"x").unwrap();
+        // HF cache style: the snapshot file is a symlink to the blob.
+        std::os::unix::fs::symlink("../blobs/abc", root.join("snap/model.bin")).unwrap();
+        // A loop: snap/up -> .. (the root again).
+        std::os::unix::fs::symlink("..", root.join("snap/up")).unwrap();
+        let f = collect_files(&[root.to_owned()]).unwrap();
+        assert_eq!(f, vec![root.join("blobs/abc"), root.join("snap/model.bin")]);
     }
 }
