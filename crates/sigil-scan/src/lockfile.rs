@@ -6,7 +6,8 @@
 //! files. Both are re-verified offline, so a tampered blob is caught even before a lockfile
 //! exists.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -126,11 +127,27 @@ pub fn hf_repo_from_dir(name: &str) -> Option<String> {
     Some(rest.replacen("--", "/", 1))
 }
 
+/// Lists the files below `dir` (symlinks followed, so the HF cache's snapshot links count), each
+/// directory once: a directory reached again (a symlink loop, or a second link to it) is not
+/// walked again.
 fn walk(
     dir: &Path,
     rel: &str,
     out: &mut Vec<(String, PathBuf)>,
     skip: &[&str],
+) -> Result<(), LockError> {
+    let mut dirs = HashSet::new();
+    let meta = std::fs::metadata(dir).map_err(io_err(dir))?;
+    dirs.insert((meta.dev(), meta.ino()));
+    walk_in(dir, rel, out, skip, &mut dirs)
+}
+
+fn walk_in(
+    dir: &Path,
+    rel: &str,
+    out: &mut Vec<(String, PathBuf)>,
+    skip: &[&str],
+    dirs: &mut HashSet<(u64, u64)>,
 ) -> Result<(), LockError> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .map_err(io_err(dir))?
@@ -150,7 +167,9 @@ fn walk(
         };
         let meta = std::fs::metadata(&p).map_err(io_err(&p))?;
         if meta.is_dir() {
-            walk(&p, &r, out, skip)?;
+            if dirs.insert((meta.dev(), meta.ino())) {
+                walk_in(&p, &r, out, skip, dirs)?;
+            }
         } else if meta.is_file() {
             out.push((r, p));
             if out.len() > MAX_FILES {
@@ -443,6 +462,20 @@ mod tests {
         assert!(matches!(&d[1], Drift::Missing { path } if path == "c"));
         assert!(matches!(&d[2], Drift::Extra { path } if path == "d"));
         assert!(lock.compare(&lock.files).is_empty());
+    }
+
+    #[test]
+    fn a_directory_symlink_loop_is_walked_once() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("sub")).unwrap();
+        std::fs::write(d.path().join("sub/w.bin"), b"x").unwrap();
+        std::os::unix::fs::symlink("..", d.path().join("sub/up")).unwrap();
+        let files: Vec<String> = collect_plain(d.path())
+            .unwrap()
+            .into_iter()
+            .map(|t| t.rel)
+            .collect();
+        assert_eq!(files, vec!["sub/w.bin".to_owned()]);
     }
 
     #[test]
