@@ -55,6 +55,16 @@ fn overlapping_zip(member: &[u8], n: usize) -> Vec<u8> {
 
 const SYSTEM_PICKLE: &[u8] = b"cos\nsystem\n(S'echo sigil'\ntR.";
 
+/// `n` distinct unknown globals (a suspicious finding each), then os.system.
+fn padded_pickle(n: usize) -> Vec<u8> {
+    let mut p = Vec::new();
+    for i in 0..n {
+        p.extend_from_slice(format!("cpkg{i}\nf\n0").as_bytes());
+    }
+    p.extend_from_slice(SYSTEM_PICKLE);
+    p
+}
+
 #[test]
 fn a_member_reached_through_many_entries_is_opened_once_and_still_judged() {
     let z = overlapping_zip(SYSTEM_PICKLE, 5_000);
@@ -83,13 +93,11 @@ fn self_nesting_archive_found_by_fuzzing_stays_small() {
 
 #[test]
 fn padding_with_findings_cannot_bury_a_dangerous_one() {
-    // 6,000 distinct unknown globals (suspicious each), then os.system.
-    let mut p = Vec::new();
-    for i in 0..6_000 {
-        p.extend_from_slice(format!("cpkg{i}\nf\n0").as_bytes());
-    }
-    p.extend_from_slice(SYSTEM_PICKLE);
-    let r = scan_bytes(Path::new("padded.pkl"), p, &ScanConfig::default());
+    let r = scan_bytes(
+        Path::new("padded.pkl"),
+        padded_pickle(6_000),
+        &ScanConfig::default(),
+    );
     assert_eq!(r.verdict, Verdict::Dangerous);
     assert_eq!(
         r.findings[0].verdict,
@@ -110,13 +118,12 @@ fn padding_with_findings_cannot_bury_a_dangerous_one() {
 
 #[test]
 fn findings_beyond_the_cap_are_counted_and_the_verdict_kept() {
-    // 12,000 distinct unknown globals: more suspicious findings than a file keeps.
-    let mut p = Vec::new();
-    for i in 0..12_000 {
-        p.extend_from_slice(format!("cpkg{i}\nf\n0").as_bytes());
-    }
-    p.extend_from_slice(SYSTEM_PICKLE);
-    let r = scan_bytes(Path::new("many.pkl"), p, &ScanConfig::default());
+    // More suspicious findings than a file keeps.
+    let r = scan_bytes(
+        Path::new("many.pkl"),
+        padded_pickle(12_000),
+        &ScanConfig::default(),
+    );
     assert_eq!(r.verdict, Verdict::Dangerous);
     let note = r.findings.last().unwrap();
     let unlisted: usize = note.reason.split(' ').next().unwrap().parse().unwrap();
