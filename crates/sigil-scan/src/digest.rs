@@ -25,14 +25,9 @@ pub fn sha256_reader(r: impl Read) -> std::io::Result<(String, u64)> {
     sha256_sized(r, CHUNK)
 }
 
-/// A read buffer for a stream of (about) `len` bytes: at most [`CHUNK`].
-fn chunk_for(len: u64) -> Vec<u8> {
-    vec![0u8; usize::try_from(len).map_or(CHUNK, |l| l.clamp(1, CHUNK))]
-}
-
 fn sha256_sized(mut r: impl Read, size_hint: usize) -> std::io::Result<(String, u64)> {
     let mut ctx = digest::Context::new(&digest::SHA256);
-    let mut buf = chunk_for(size_hint as u64);
+    let mut buf = crate::source::buffer_for((size_hint as u64).max(1), CHUNK);
     let mut n: u64 = 0;
     loop {
         let k = match r.read(&mut buf) {
@@ -69,7 +64,7 @@ pub fn git_blob_sha1(path: &Path) -> Result<String, DigestError> {
     let len = f.metadata().map_err(err)?.len();
     let mut ctx = digest::Context::new(&digest::SHA1_FOR_LEGACY_USE_ONLY);
     ctx.update(format!("blob {len}\0").as_bytes());
-    let mut buf = chunk_for(len.saturating_add(1));
+    let mut buf = crate::source::buffer_for(len.saturating_add(1), CHUNK);
     loop {
         let k = f.read(&mut buf).map_err(err)?;
         if k == 0 {

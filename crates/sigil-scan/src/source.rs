@@ -19,6 +19,11 @@ enum Backing {
     Mem(Arc<[u8]>),
 }
 
+/// A zeroed read buffer for a stream of `len` bytes: `len` long, at most `cap`.
+pub(crate) fn buffer_for(len: u64, cap: usize) -> Vec<u8> {
+    vec![0u8; usize::try_from(len).map_or(cap, |l| l.min(cap))]
+}
+
 fn next_store() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     NEXT.fetch_add(1, Ordering::Relaxed)
@@ -138,7 +143,13 @@ impl Slice {
     /// when that is shorter. Most model files in a tree are small, and zeroing (and faulting in)
     /// a large buffer for each costs more than reading them.
     pub fn read_buf(&self, cap: usize) -> Vec<u8> {
-        vec![0u8; usize::try_from(self.len).map_or(cap, |l| l.min(cap))]
+        buffer_for(self.len, cap)
+    }
+
+    /// The `N` bytes at `off`, or `None` if the window is shorter (fixed-size fields).
+    pub fn array_at<const N: usize>(&self, off: u64) -> Option<[u8; N]> {
+        let mut a = [0u8; N];
+        (self.read_at(off, &mut a).ok()? == N).then_some(a)
     }
 
     /// Exactly `n` bytes at `off`, or `None` if the window is shorter.

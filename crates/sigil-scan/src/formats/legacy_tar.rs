@@ -149,12 +149,7 @@ pub(crate) fn scan_storages(ctx: &mut Ctx<'_>, inner: &str, s: &Slice) {
             );
             return;
         };
-        let numel = s
-            .bytes_at(end, 8)
-            .ok()
-            .flatten()
-            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
-            .map(u64::from_le_bytes);
+        let numel = s.array_at(end).map(u64::from_le_bytes);
         let next = numel
             .and_then(|k| k.checked_mul(size))
             .and_then(|b| b.checked_add(end + 8))
@@ -179,10 +174,7 @@ pub(crate) fn scan_tensors(ctx: &mut Ctx<'_>, inner: &str, s: &Slice) {
             return;
         };
         let ndim = s
-            .bytes_at(end, 4)
-            .ok()
-            .flatten()
-            .and_then(|b| <[u8; 4]>::try_from(b.as_slice()).ok())
+            .array_at(end)
             .map(i32::from_le_bytes)
             .and_then(|d| u64::try_from(d).ok());
         // ndim (4), padding (4), sizes and strides (8 each per dimension), offset (8)

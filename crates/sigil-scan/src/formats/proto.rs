@@ -35,8 +35,7 @@ impl Fields {
 
     fn byte(&mut self, at: u64) -> Option<u8> {
         if at < self.buf_at || at >= self.buf_at + self.buf.len() as u64 {
-            let left = usize::try_from(self.s.len().saturating_sub(at)).unwrap_or(usize::MAX);
-            let mut b = vec![0u8; left.clamp(1, 64 * 1024)];
+            let mut b = crate::source::buffer_for(self.s.len().saturating_sub(at), 64 * 1024);
             let n = self.s.read_at(at, &mut b).ok()?;
             b.truncate(n);
             self.buf = b;
