@@ -12,11 +12,7 @@ mod common;
 
 use std::process::{Child, Command, Stdio};
 
-use common::{SIGIL, free_port, repo, sigil, spawn_server, text};
-
-const PLATFORM: &str = "examples/ai-platform/sigil.yaml";
-const NAIVE: &str = "examples/ai-platform/manifests/naive";
-const HARDENED: &str = "examples/ai-platform/manifests/hardened";
+use common::{HARDENED, NAIVE, PLATFORM, SIGIL, free_port, repo, sigil, spawn_server, text};
 
 #[test]
 fn audit_exit_codes_follow_findings_and_fail_on() {

@@ -12,11 +12,7 @@ mod common;
 
 use std::process::Output;
 
-use common::{repo, sigil, text};
-
-const POLICY: &str = "examples/ai-platform/sigil.yaml";
-const NAIVE: &str = "examples/ai-platform/manifests/naive";
-const HARDENED: &str = "examples/ai-platform/manifests/hardened";
+use common::{HARDENED, NAIVE, PLATFORM, repo, sigil, text};
 const NODES: &str = "10.0.0.0/16";
 
 fn deny_path(manifests: &str, path: &str) -> Output {
@@ -24,7 +20,7 @@ fn deny_path(manifests: &str, path: &str) -> Output {
         "reach",
         manifests,
         "--policy",
-        POLICY,
+        PLATFORM,
         "--node-cidr",
         NODES,
         "--deny-path",
@@ -91,7 +87,7 @@ fn explain_json_and_dot() {
         "reach",
         HARDENED,
         "--policy",
-        POLICY,
+        PLATFORM,
         "--node-cidr",
         NODES,
         "-o",
@@ -140,7 +136,7 @@ fn netpol_generate_reproduces_the_hardened_example() {
         "netpol",
         "generate",
         "--policy",
-        POLICY,
+        PLATFORM,
         "--node-cidr",
         NODES,
     ]);
@@ -153,7 +149,7 @@ fn netpol_generate_reproduces_the_hardened_example() {
     assert!(text(&out.stderr).contains("node-exporter uses the host network"));
 
     // Without node addresses the flow to node-exporter cannot be expressed: said, not dropped.
-    let out = sigil(&["netpol", "generate", "--policy", POLICY]);
+    let out = sigil(&["netpol", "generate", "--policy", PLATFORM]);
     assert_eq!(out.status.code(), Some(0));
     assert!(
         text(&out.stderr).contains("flow prometheus->node-exporter not generated"),
@@ -166,7 +162,7 @@ fn netpol_generate_reproduces_the_hardened_example() {
         "netpol",
         "generate",
         "--policy",
-        POLICY,
+        PLATFORM,
         "--node-cidr",
         NODES,
         "--cilium",

@@ -450,22 +450,21 @@ def gen_torch():
 def gen_torchscript():
     if TORCH is None:
         # Hand-built in the TorchScript layout, labelled by construction.
-        b = io.BytesIO()
         benign = torch_pickle({"weight": _RebuildTensor("0", (2, 2))})
-        with FixedZip(b, "w", zipfile.ZIP_STORED) as z:
-            z.writestr("m/data.pkl", benign)
-            z.writestr("m/constants.pkl", pickle.dumps((), protocol=2))
-            z.writestr("m/code/__torch__/m.py", "def forward(self, x):\n    return torch.relu(x)\n")
-            z.writestr("m/version", b"8\n")
-        put("benign/torchscript/model.pt", b.getvalue(), "safe", "torchscript", "torchscript", confirm=False)
-        b = io.BytesIO()
-        with FixedZip(b, "w", zipfile.ZIP_STORED) as z:
-            z.writestr("m/data.pkl", benign)
-            z.writestr("m/constants.pkl", pickle.dumps((), protocol=2))
-            z.writestr("m/code/__torch__/m.py", "def forward(self, x):\n    y = torch.ops.aten.from_file(\"/etc/passwd\", None, 10)\n    return x\n")
-            z.writestr("m/version", b"8\n")
-        put("malicious/torchscript/from_file.pt", b.getvalue(), "dangerous", "torchscript", "torchscript", confirm=False)
-        d = b.getvalue()
+
+        def archive(code):
+            b = io.BytesIO()
+            with FixedZip(b, "w", zipfile.ZIP_STORED) as z:
+                z.writestr("m/data.pkl", benign)
+                z.writestr("m/constants.pkl", pickle.dumps((), protocol=2))
+                z.writestr("m/code/__torch__/m.py", code)
+                z.writestr("m/version", b"8\n")
+            return b.getvalue()
+
+        put("benign/torchscript/model.pt", archive("def forward(self, x):\n    return torch.relu(x)\n"),
+            "safe", "torchscript", "torchscript", confirm=False)
+        d = archive("def forward(self, x):\n    y = torch.ops.aten.from_file(\"/etc/passwd\", None, 10)\n    return x\n")
+        put("malicious/torchscript/from_file.pt", d, "dangerous", "torchscript", "torchscript", confirm=False)
         put("malformed/torchscript/truncated.pt", d[: len(d) // 2], "malformed", "zip", "torchscript", confirm=False)
         return
     # Real archives from torch.jit.script + torch.jit.save (TORCH_BUILD), confirmed by

@@ -8,6 +8,12 @@ use std::time::{Duration, Instant};
 
 pub const SIGIL: &str = env!("CARGO_BIN_EXE_sigil");
 
+/// The example platform the CLI tests run on (relative to [`repo`]): its policy, the manifests
+/// as a team would first write them, and the hardened ones.
+pub const PLATFORM: &str = "examples/ai-platform/sigil.yaml";
+pub const NAIVE: &str = "examples/ai-platform/manifests/naive";
+pub const HARDENED: &str = "examples/ai-platform/manifests/hardened";
+
 /// The repository root (examples and test data paths are relative to it).
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
