@@ -460,7 +460,30 @@ impl Auditor {
                         w.name, k.namespace, k.service_account
                     ),
                 ));
-            } else if same_identity && !k.pod_labels.is_empty() && !labelled {
+            } else if same_identity
+                && (labelled || k.pod_labels.is_empty())
+                && spec.host_network.unwrap_or(false) != k.host_network
+            {
+                // The reachability analysis and the generated NetworkPolicies treat a
+                // host-network workload as node traffic and every other one as a pod that
+                // policies select: a pod that differs escapes its segmentation, or is cut off.
+                let (pod, declared) = if k.host_network {
+                    ("does not use", "true")
+                } else {
+                    ("uses", "false")
+                };
+                out.push(Finding::new(
+                    &rules::WORKLOAD_MISMATCH,
+                    obj.clone(),
+                    None,
+                    field("hostNetwork"),
+                    format!(
+                        "pod runs as {ns}/{sa} (workload {:?}) and {pod} the node's network, but sigil.yaml declares hostNetwork: {declared}; NetworkPolicies and `sigil reach` follow the declaration",
+                        w.name
+                    ),
+                ));
+            }
+            if same_identity && !k.pod_labels.is_empty() && !labelled {
                 out.push(Finding::new(
                     &rules::WORKLOAD_MISMATCH,
                     obj.clone(),

@@ -91,3 +91,29 @@ fn deploy_manifests_pass_restricted() {
     assert!(w["timeoutSeconds"].as_i64().unwrap() <= 10);
     assert_eq!(w["admissionReviewVersions"][0], "v1");
 }
+
+#[test]
+fn host_network_must_match_the_declaration() {
+    let policy = Policy::load(&repo("examples/ai-platform/sigil.yaml")).unwrap();
+    let auditor = Auditor::new(Settings::from_policy(&policy).unwrap(), None);
+    let mut objs = sigil_kube::load_paths(&[repo(
+        "examples/ai-platform/manifests/hardened/monitoring.yaml",
+    )])
+    .unwrap();
+    let mismatches = |objs: &[sigil_kube::Object]| -> Vec<String> {
+        let r = auditor.audit(objs).unwrap();
+        r.findings
+            .iter()
+            .filter(|f| f.rule == "SIGIL-WORKLOAD-MISMATCH")
+            .map(|f| format!("{} {}", f.object.name, f.field))
+            .collect()
+    };
+    // Declared hostNetwork: true, and the manifest agrees.
+    assert_eq!(mismatches(&objs), Vec::<String>::new());
+    let exporter = objs.iter_mut().find(|o| o.name == "node-exporter").unwrap();
+    exporter.raw["spec"]["template"]["spec"]["hostNetwork"] = false.into();
+    assert_eq!(
+        mismatches(&objs),
+        ["node-exporter spec.template.spec.hostNetwork"]
+    );
+}

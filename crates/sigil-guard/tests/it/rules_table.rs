@@ -114,6 +114,7 @@ fn hardened_is_clean() {
 #[test_case("/spec/template/spec/volumes", json!([{"name": "sock", "hostPath": {"path": "/run/containerd/containerd.sock"}}]), &["PSS-BASELINE-HOST-PATH", "PSS-RESTRICTED-VOLUMES", "SIGIL-GPU-DEVICE-HOSTPATH"]; "runtime socket")]
 #[test_case("/spec/template/spec/volumes", json!([{"name": "dev", "hostPath": {"path": "/dev/"}}]), &["PSS-BASELINE-HOST-PATH", "PSS-RESTRICTED-VOLUMES", "SIGIL-GPU-DEVICE-HOSTPATH"]; "parent of gpu devices")]
 #[test_case("/spec/template/spec/hostIPC", json!(true), &["PSS-BASELINE-HOST-NAMESPACES"]; "host ipc")]
+#[test_case("/spec/template/spec/hostNetwork", json!(true), &["PSS-BASELINE-HOST-NAMESPACES", "SIGIL-WORKLOAD-MISMATCH"]; "host network not declared")]
 fn single_change(pointer: &str, value: Value, expected: &[&str]) {
     let mut v = hardened();
     set(&mut v, pointer, value);
