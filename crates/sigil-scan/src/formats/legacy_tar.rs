@@ -124,6 +124,25 @@ fn cut(ctx: &mut Ctx<'_>, inner: &str, at: u64, what: &str) {
     );
 }
 
+/// Where a record's raw tail of `tail` bytes, starting at `end` right after its pickle, ends; a
+/// length that is unknown, overflows or runs past the member is reported as a cut.
+fn skip_tail(
+    ctx: &mut Ctx<'_>,
+    inner: &str,
+    s: &Slice,
+    end: u64,
+    tail: Option<u64>,
+    what: &str,
+) -> Option<u64> {
+    let next = tail
+        .and_then(|t| end.checked_add(t))
+        .filter(|&e| e <= s.len());
+    if next.is_none() {
+        cut(ctx, inner, end, what);
+    }
+    next
+}
+
 /// `storages`: count, per storage a pickle and raw data, then the storage-views pickle.
 pub(crate) fn scan_storages(ctx: &mut Ctx<'_>, inner: &str, s: &Slice) {
     let Some((n, mut at)) = count(ctx, inner, s) else {
@@ -149,13 +168,12 @@ pub(crate) fn scan_storages(ctx: &mut Ctx<'_>, inner: &str, s: &Slice) {
             );
             return;
         };
+        // numel (8), then numel elements.
         let numel = s.array_at(end).map(u64::from_le_bytes);
-        let next = numel
+        let tail = numel
             .and_then(|k| k.checked_mul(size))
-            .and_then(|b| b.checked_add(end + 8))
-            .filter(|&e| e <= s.len());
-        let Some(next) = next else {
-            cut(ctx, inner, end, "storage data");
+            .and_then(|b| b.checked_add(8));
+        let Some(next) = skip_tail(ctx, inner, s, end, tail, "storage data") else {
             return;
         };
         at = next;
@@ -178,12 +196,10 @@ pub(crate) fn scan_tensors(ctx: &mut Ctx<'_>, inner: &str, s: &Slice) {
             .map(i32::from_le_bytes)
             .and_then(|d| u64::try_from(d).ok());
         // ndim (4), padding (4), sizes and strides (8 each per dimension), offset (8)
-        let next = ndim
+        let tail = ndim
             .and_then(|d| d.checked_mul(16))
-            .and_then(|b| b.checked_add(end + 16))
-            .filter(|&e| e <= s.len());
-        let Some(next) = next else {
-            cut(ctx, inner, end, "tensor record");
+            .and_then(|b| b.checked_add(16));
+        let Some(next) = skip_tail(ctx, inner, s, end, tail, "tensor record") else {
             return;
         };
         at = next;
