@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use sigil_scan::report::MAX_LISTED_FINDINGS;
-use sigil_scan::{ScanConfig, Verdict, scan_bytes, scan_file};
+use sigil_scan::{FileReport, Finding, ScanConfig, Verdict, scan_bytes, scan_file};
 
 /// A zip with one stored member and `n` central-directory entries, each with its own name, that
 /// all point at it.
@@ -65,6 +65,19 @@ fn padded_pickle(n: usize) -> Vec<u8> {
     p
 }
 
+/// The report's last entry, the note that counts the findings not listed, and that count.
+fn unlisted_note(r: &FileReport) -> (&Finding, usize) {
+    let note = r.findings.last().unwrap();
+    assert_eq!(note.subject, "findings");
+    assert!(
+        note.reason.contains("further findings not listed"),
+        "{}",
+        note.reason
+    );
+    let unlisted: usize = note.reason.split(' ').next().unwrap().parse().unwrap();
+    (note, unlisted)
+}
+
 #[test]
 fn a_member_reached_through_many_entries_is_opened_once_and_still_judged() {
     let z = overlapping_zip(SYSTEM_PICKLE, 5_000);
@@ -105,14 +118,7 @@ fn padding_with_findings_cannot_bury_a_dangerous_one() {
         "most severe first"
     );
     assert_eq!(r.findings.len(), MAX_LISTED_FINDINGS + 1);
-    let note = r.findings.last().unwrap();
-    assert_eq!(note.subject, "findings");
-    assert!(
-        note.reason.contains("further findings not listed"),
-        "{}",
-        note.reason
-    );
-    let unlisted: usize = note.reason.split(' ').next().unwrap().parse().unwrap();
+    let (_, unlisted) = unlisted_note(&r);
     assert!(unlisted >= 6_000 - MAX_LISTED_FINDINGS, "{unlisted}");
 }
 
@@ -125,8 +131,7 @@ fn findings_beyond_the_cap_are_counted_and_the_verdict_kept() {
         &ScanConfig::default(),
     );
     assert_eq!(r.verdict, Verdict::Dangerous);
-    let note = r.findings.last().unwrap();
-    let unlisted: usize = note.reason.split(' ').next().unwrap().parse().unwrap();
+    let (note, unlisted) = unlisted_note(&r);
     // Every one of the 12,001 findings is either listed or counted.
     assert_eq!(r.findings.len() - 1 + unlisted, 12_001, "{}", note.reason);
 }
