@@ -592,7 +592,8 @@ impl CertificateAuthority {
         ))
     }
 
-    /// Signs a JWT-SVID (ES256) for `id` and `audience`.
+    /// Signs a JWT-SVID (ES256) for `id` and `audience`, with no `iss` claim (the in-memory CA
+    /// of `sigil agent --insecure-local-ca` has no OIDC discovery to match).
     pub fn issue_jwt_svid(
         &mut self,
         id: &SpiffeId,
@@ -600,7 +601,25 @@ impl CertificateAuthority {
         ttl: Duration,
         now: SystemTime,
     ) -> Result<IssuedJwt, CaError> {
+        self.issue_jwt_svid_with_issuer(id, audience, None, ttl, now)
+    }
+
+    /// Signs a JWT-SVID (ES256) for `id` and `audience`; `issuer` becomes the `iss` claim, which
+    /// relying parties compare with the `issuer` of the server's OIDC discovery document.
+    pub fn issue_jwt_svid_with_issuer(
+        &mut self,
+        id: &SpiffeId,
+        audience: &[String],
+        issuer: Option<&str>,
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Result<IssuedJwt, CaError> {
         self.check_id(id)?;
+        if issuer.is_some_and(str::is_empty) {
+            return Err(CaError::Sign(
+                "a JWT-SVID issuer must not be empty".to_owned(),
+            ));
+        }
         if audience.is_empty() {
             return Err(CaError::Sign(
                 "a JWT-SVID needs at least one audience".to_owned(),
@@ -618,13 +637,16 @@ impl CertificateAuthority {
         } else {
             serde_json::json!(audience)
         };
-        let claims = serde_json::json!({
+        let mut claims = serde_json::json!({
             "sub": id.as_str(),
             "aud": aud,
             "exp": unix(exp),
             "iat": unix(now),
             "jti": b64url(&jti),
         });
+        if let (Some(iss), Some(c)) = (issuer, claims.as_object_mut()) {
+            c.insert("iss".to_owned(), serde_json::json!(iss));
+        }
         let input = format!(
             "{}.{}",
             b64url(header.to_string().as_bytes()),

@@ -37,6 +37,137 @@ pub enum ClientError {
     Key(String),
     #[error("{path}: {reason}")]
     Io { path: String, reason: String },
+    #[error(
+        "join token file {path}: {reason}; hint: give the file `sigil server join-token` writes (its JSON), or a file holding only the token"
+    )]
+    JoinTokenFile { path: String, reason: String },
+}
+
+/// Longest node name: a DNS-1123 subdomain, as Kubernetes node names are.
+pub const MAX_NODE_NAME: usize = 253;
+
+/// The one rule for node names, applied on every path that names a node (join-token creation,
+/// join, Kubernetes agent tokens, re-attestation, agent certificates, revocation): a DNS-1123
+/// subdomain like a Kubernetes node name, so that `spiffe://<td>/sigil/agent/<node>` is one
+/// path segment and two spellings cannot name one node.
+pub fn check_node_name(node: &str) -> Result<(), String> {
+    const RULE: &str = "a node name uses lowercase letters, digits, '-' and '.', starts and ends with a letter or digit, and has at most 253 characters (a DNS-1123 name, like a Kubernetes node name)";
+    let shown: String = node.chars().take(64).collect();
+    let shown = if shown.len() < node.len() {
+        format!("{shown:?}...")
+    } else {
+        format!("{shown:?}")
+    };
+    let problem = if node.is_empty() {
+        Some("is empty".to_owned())
+    } else if node.len() > MAX_NODE_NAME {
+        Some(format!("has {} characters", node.len()))
+    } else if let Some((i, c)) = node
+        .char_indices()
+        .find(|(_, c)| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.')))
+    {
+        Some(format!("has {c:?} at position {i}"))
+    } else if !node.starts_with(|c: char| c.is_ascii_alphanumeric())
+        || !node.ends_with(|c: char| c.is_ascii_alphanumeric())
+    {
+        Some("does not start and end with a letter or digit".to_owned())
+    } else {
+        None
+    };
+    match problem {
+        None => Ok(()),
+        Some(p) => Err(format!("node name {shown} {p}; {RULE}")),
+    }
+}
+
+/// Largest join-token file read.
+const MAX_JOIN_TOKEN_FILE: u64 = 64 * 1024;
+
+/// A join token as read from a file.
+pub struct JoinTokenFile {
+    pub token: Zeroizing<String>,
+    /// The node the token was made for, when the file says (the JSON of `sigil server join-token`).
+    pub node: Option<String>,
+}
+
+impl fmt::Debug for JoinTokenFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "JoinTokenFile(node={:?}, token=<redacted>)", self.node)
+    }
+}
+
+/// Reads a join token from what `sigil server join-token` prints (`{"token", "node",
+/// "expiresAt"}`) or from a file holding only the token; surrounding whitespace is ignored.
+/// Anything else is an error that never echoes the file's contents (it may be a secret).
+pub fn parse_join_token(text: &str) -> Result<JoinTokenFile, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("is empty".to_owned());
+    }
+    if text.starts_with('{') {
+        let v: Value = serde_json::from_str(text).map_err(|e| {
+            format!(
+                "is not valid JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            )
+        })?;
+        let token = v
+            .get("token")
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or("is JSON without a non-empty string field \"token\"")?;
+        let node = match v.get("node") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(n)) => Some(n.clone()),
+            Some(_) => return Err("has a field \"node\" that is not a string".to_owned()),
+        };
+        check_bare_token(token)?;
+        return Ok(JoinTokenFile {
+            token: Zeroizing::new(token.to_owned()),
+            node,
+        });
+    }
+    check_bare_token(text)?;
+    Ok(JoinTokenFile {
+        token: Zeroizing::new(text.to_owned()),
+        node: None,
+    })
+}
+
+fn check_bare_token(t: &str) -> Result<(), String> {
+    if t.len() > 1024 {
+        return Err(format!(
+            "holds {} bytes, more than a join token (64 hex digits)",
+            t.len()
+        ));
+    }
+    if t.chars().any(char::is_whitespace) {
+        return Err("holds more than one word, not a single token".to_owned());
+    }
+    if !t.chars().all(|c| c.is_ascii_graphic()) {
+        return Err("holds characters that are not printable ASCII".to_owned());
+    }
+    Ok(())
+}
+
+/// [`parse_join_token`] of the file at `path`.
+pub fn read_join_token_file(path: &Path) -> Result<JoinTokenFile, ClientError> {
+    use std::io::Read;
+    let err = |reason: String| ClientError::JoinTokenFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    let f = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+    let mut text = Zeroizing::new(String::new());
+    f.take(MAX_JOIN_TOKEN_FILE + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| err(e.to_string()))?;
+    if text.len() as u64 > MAX_JOIN_TOKEN_FILE {
+        return Err(err(format!("is larger than {MAX_JOIN_TOKEN_FILE} bytes")));
+    }
+    parse_join_token(&text).map_err(err)
 }
 
 /// A fresh P-256 key and a CSR for it (the CSR carries no names; the server assigns the ID).
@@ -303,6 +434,16 @@ impl Client {
         .await
     }
 
+    /// Revokes a node for good (admin API).
+    pub async fn revoke_node(&self, admin_token: &str, node: &str) -> Result<Value, ClientError> {
+        self.post(
+            &format!("/v1/admin/nodes/{node}/revoke"),
+            &json!({}),
+            Some(admin_token),
+        )
+        .await
+    }
+
     pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
         let url = format!("{}{path}", self.base);
         let resp = self
@@ -355,4 +496,85 @@ pub fn write_svid_files(
     w("svid.key", key_pem)?;
     w("svid.pem", svid_pem)?;
     w("bundle.pem", bundle_pem)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use test_case::test_case;
+
+    const TOKEN: &str = "3f1c0a9e5b7d2f4a6c8e0b1d3f5a7c9e1b3d5f7a9c1e3b5d7f9a1c3e5b7d9f1a";
+
+    #[test_case(TOKEN; "bare")]
+    #[test_case("  3f1c0a9e5b7d2f4a6c8e0b1d3f5a7c9e1b3d5f7a9c1e3b5d7f9a1c3e5b7d9f1a\n"; "bare with whitespace")]
+    #[test_case("{\n  \"token\": \"3f1c0a9e5b7d2f4a6c8e0b1d3f5a7c9e1b3d5f7a9c1e3b5d7f9a1c3e5b7d9f1a\",\n  \"node\": \"gpu-1\",\n  \"expiresAt\": \"2026-01-01T00:00:00Z\"\n}\n"; "json of sigil server join-token")]
+    fn join_token_file_forms(text: &str) {
+        let t = parse_join_token(text).unwrap();
+        assert_eq!(t.token.as_str(), TOKEN);
+    }
+
+    #[test]
+    fn join_token_json_names_its_node() {
+        let t =
+            parse_join_token(&format!("{{\"token\": \"{TOKEN}\", \"node\": \"gpu-1\"}}")).unwrap();
+        assert_eq!(t.node.as_deref(), Some("gpu-1"));
+        assert_eq!(parse_join_token(TOKEN).unwrap().node, None);
+    }
+
+    #[test_case("", "is empty"; "empty")]
+    #[test_case(" \n\t", "is empty"; "blank")]
+    #[test_case("{\"token\": 1}", "\"token\""; "token not a string")]
+    #[test_case("{\"node\": \"a\"}", "\"token\""; "no token")]
+    #[test_case("{\"token\": ", "not valid JSON"; "truncated json")]
+    #[test_case("{\"token\": \"ab\", \"node\": 7}", "\"node\""; "node not a string")]
+    #[test_case("secret-part-1 secret-part-2", "more than one word"; "two words")]
+    #[test_case("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----", "more than one word"; "a pem file")]
+    fn join_token_file_errors(text: &str, want: &str) {
+        let e = parse_join_token(text).unwrap_err();
+        assert!(e.contains(want), "{e}");
+        assert!(
+            !e.contains("secret-part"),
+            "the token must not be echoed: {e}"
+        );
+    }
+
+    #[test]
+    fn join_token_file_error_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("gpu-1.token");
+        std::fs::write(&p, "{}").unwrap();
+        let e = read_join_token_file(&p).unwrap_err().to_string();
+        assert!(e.contains("gpu-1.token") && e.contains("hint:"), "{e}");
+        std::fs::write(&p, format!("{TOKEN}\n")).unwrap();
+        assert_eq!(read_join_token_file(&p).unwrap().token.as_str(), TOKEN);
+    }
+
+    #[test_case("gpu-1"; "simple")]
+    #[test_case("ip-10-0-0-1.ec2.internal"; "dotted")]
+    #[test_case("a"; "one letter")]
+    fn good_node_names(n: &str) {
+        check_node_name(n).unwrap();
+        check_node_name(&"a".repeat(MAX_NODE_NAME)).unwrap();
+    }
+
+    #[test_case("a/b", "'/'"; "slash")]
+    #[test_case("GPU-1", "'G'"; "upper case")]
+    #[test_case("gpu_1", "'_'"; "underscore")]
+    #[test_case("", "empty"; "empty")]
+    #[test_case("-gpu", "start and end"; "leading dash")]
+    #[test_case("gpu.", "start and end"; "trailing dot")]
+    #[test_case("..", "start and end"; "dots")]
+    #[test_case("gpu 1", "' '"; "space")]
+    fn bad_node_names(n: &str, want: &str) {
+        let e = check_node_name(n).unwrap_err();
+        assert!(e.contains(want) && e.contains("DNS-1123"), "{e}");
+    }
+
+    #[test]
+    fn long_node_name_is_refused_and_not_echoed_whole() {
+        let e = check_node_name(&"a".repeat(300)).unwrap_err();
+        assert!(e.contains("300 characters"), "{e}");
+        assert!(e.len() < 400, "{e}");
+    }
 }

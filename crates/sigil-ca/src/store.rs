@@ -82,10 +82,26 @@ pub struct Store {
 /// What consuming a join token gave.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JoinOutcome {
-    Joined { node: String },
+    /// The token was consumed and the key registered as the node's key.
+    Joined {
+        node: String,
+    },
     Unknown,
     Expired,
     AlreadyUsed,
+    /// The token names a revoked node: nothing was consumed or registered.
+    NodeRevoked {
+        node: String,
+    },
+}
+
+/// What registering a node key gave. A revoked node stays revoked: no path un-revokes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKeyOutcome {
+    Registered,
+    Revoked,
+    /// The node never joined (only when the node must exist).
+    Unknown,
 }
 
 impl Store {
@@ -260,10 +276,13 @@ impl Store {
         })
     }
 
-    /// Atomically checks and consumes a join token (single use).
+    /// Atomically checks and consumes a join token (single use) and registers `key_sha256` as
+    /// the key of the node it names, in one transaction. A token for a revoked node is refused
+    /// and left as it was.
     pub fn consume_join_token(
         &self,
         token_sha256: &str,
+        key_sha256: &str,
         now: SystemTime,
     ) -> Result<JoinOutcome, StoreError> {
         let now = unix(now);
@@ -287,9 +306,24 @@ impl Store {
             if rec.expires_at <= now {
                 return Ok(JoinOutcome::Expired);
             }
+            let mut nodes = tx.open_table(NODES)?;
+            match set_key(&mut nodes, &rec.node, key_sha256, now, true) {
+                Ok(NodeKeyOutcome::Registered) => {}
+                Ok(_) => return Ok(JoinOutcome::NodeRevoked { node: rec.node }),
+                Err(SetKeyError::Db(e)) => return Err(e),
+                Err(SetKeyError::Json(e)) => {
+                    bad = Some(e);
+                    return Ok(JoinOutcome::Unknown);
+                }
+            }
             rec.used_at = Some(now);
-            let v = serde_json::to_vec(&rec).unwrap_or_default();
-            t.insert(token_sha256, v.as_slice())?;
+            match serde_json::to_vec(&rec) {
+                Ok(v) => t.insert(token_sha256, v.as_slice())?,
+                Err(e) => {
+                    bad = Some(e.to_string());
+                    return Ok(JoinOutcome::Unknown);
+                }
+            };
             Ok(JoinOutcome::Joined { node: rec.node })
         })?;
         match bad {
@@ -298,13 +332,63 @@ impl Store {
         }
     }
 
-    pub fn put_node(&self, rec: &NodeRecord) -> Result<(), StoreError> {
-        let v = serde_json::to_vec(rec).map_err(|e| self.err(e))?;
-        self.write(|tx| {
-            tx.open_table(NODES)?
-                .insert(rec.node.as_str(), v.as_slice())?;
-            Ok(())
-        })
+    /// Registers `key_sha256` as the key of `node` in one transaction. `join`: a node that never
+    /// joined is created (Kubernetes node attestation); otherwise it is [`NodeKeyOutcome::Unknown`]
+    /// (renewal). A revoked node is never changed.
+    pub fn set_node_key(
+        &self,
+        node: &str,
+        key_sha256: &str,
+        now: SystemTime,
+        join: bool,
+    ) -> Result<NodeKeyOutcome, StoreError> {
+        let mut bad: Option<String> = None;
+        let out = self.write(|tx| {
+            let mut nodes = tx.open_table(NODES)?;
+            match set_key(&mut nodes, node, key_sha256, unix(now), join) {
+                Ok(o) => Ok(o),
+                Err(SetKeyError::Db(e)) => Err(e),
+                Err(SetKeyError::Json(e)) => {
+                    bad = Some(e);
+                    Ok(NodeKeyOutcome::Unknown)
+                }
+            }
+        })?;
+        match bad {
+            Some(e) => Err(self.err(e)),
+            None => Ok(out),
+        }
+    }
+
+    /// Marks `node` revoked, for good; `false` if it never joined.
+    pub fn revoke_node(&self, node: &str) -> Result<bool, StoreError> {
+        let mut bad: Option<String> = None;
+        let out = self.write(|tx| {
+            let mut nodes = tx.open_table(NODES)?;
+            let rec = nodes
+                .get(node)?
+                .map(|v| serde_json::from_slice::<NodeRecord>(v.value()));
+            let mut rec = match rec {
+                None => return Ok(false),
+                Some(Err(e)) => {
+                    bad = Some(e.to_string());
+                    return Ok(false);
+                }
+                Some(Ok(r)) => r,
+            };
+            rec.revoked = true;
+            match serde_json::to_vec(&rec) {
+                Ok(v) => {
+                    nodes.insert(node, v.as_slice())?;
+                }
+                Err(e) => bad = Some(e.to_string()),
+            }
+            Ok(true)
+        })?;
+        match bad {
+            Some(e) => Err(self.err(e)),
+            None => Ok(out),
+        }
     }
 
     pub fn node(&self, node: &str) -> Result<Option<NodeRecord>, StoreError> {
@@ -339,6 +423,54 @@ impl Store {
         let t = tx.open_table(ISSUED).map_err(|e| self.err(e))?;
         t.len().map_err(|e| self.err(e))
     }
+}
+
+enum SetKeyError {
+    Db(redb::Error),
+    Json(String),
+}
+
+impl From<redb::StorageError> for SetKeyError {
+    fn from(e: redb::StorageError) -> Self {
+        Self::Db(e.into())
+    }
+}
+
+/// The one place a node's key is written: refuses revoked nodes, creates a node only on `join`.
+fn set_key(
+    nodes: &mut redb::Table<'_, &'static str, &'static [u8]>,
+    node: &str,
+    key_sha256: &str,
+    now: u64,
+    join: bool,
+) -> Result<NodeKeyOutcome, SetKeyError> {
+    let existing = nodes
+        .get(node)?
+        .map(|v| serde_json::from_slice::<NodeRecord>(v.value()))
+        .transpose()
+        .map_err(|e| SetKeyError::Json(format!("node {node:?}: {e}")))?;
+    let rec = match existing {
+        Some(r) if r.revoked => return Ok(NodeKeyOutcome::Revoked),
+        Some(r) if join => NodeRecord {
+            key_sha256: key_sha256.to_owned(),
+            joined_at: now,
+            ..r
+        },
+        Some(r) => NodeRecord {
+            key_sha256: key_sha256.to_owned(),
+            ..r
+        },
+        None if join => NodeRecord {
+            node: node.to_owned(),
+            key_sha256: key_sha256.to_owned(),
+            joined_at: now,
+            revoked: false,
+        },
+        None => return Ok(NodeKeyOutcome::Unknown),
+    };
+    let v = serde_json::to_vec(&rec).map_err(|e| SetKeyError::Json(e.to_string()))?;
+    nodes.insert(node, v.as_slice())?;
+    Ok(NodeKeyOutcome::Registered)
 }
 
 fn restrict_dir(dir: &Path) -> Result<(), StoreError> {

@@ -68,6 +68,15 @@ impl Running {
 }
 
 async fn start(dir: &Path, cluster: &FakeCluster) -> Running {
+    start_with(dir, cluster, "127.0.0.1:0", None).await.unwrap()
+}
+
+async fn start_with(
+    dir: &Path,
+    cluster: &FakeCluster,
+    listen: &str,
+    issuer_url: Option<&str>,
+) -> Result<Running, sigil_ca::server::ServerError> {
     std::fs::write(
         dir.join("jwks.json"),
         serde_json::to_vec(&cluster.jwks()).unwrap(),
@@ -77,15 +86,14 @@ async fn start(dir: &Path, cluster: &FakeCluster) -> Running {
     let policy = Policy::load(&dir.join("sigil.yaml")).unwrap();
     let bound = Bound::bind(ServerConfig {
         data_dir: dir.join("data"),
-        listen: "127.0.0.1:0".parse().unwrap(),
+        listen: listen.parse().unwrap(),
         policy,
         extra_sans: vec![],
-        issuer_url: None,
+        issuer_url: issuer_url.map(str::to_owned),
         init_if_missing: true,
         require_jwks: true,
     })
-    .await
-    .unwrap();
+    .await?;
     let url = format!("https://{}", bound.local_addr().unwrap());
     let bundle = bound.bundle().unwrap();
     let state = bound.state();
@@ -93,13 +101,13 @@ async fn start(dir: &Path, cluster: &FakeCluster) -> Running {
     let task = tokio::spawn(bound.serve(async {
         let _ = rx.await;
     }));
-    Running {
+    Ok(Running {
         url,
         bundle,
         state,
         stop: Some(tx),
         task: Some(task),
-    }
+    })
 }
 
 fn k8s(token: String) -> Proof {
@@ -296,6 +304,21 @@ async fn malformed_requests_are_refused() {
 
 /// Posts raw JSON (bypassing the typed client).
 async fn reqwest_like(srv: &Running, path: &str, body: Value) -> (u16, String) {
+    let r = raw_client(srv)
+        .post(format!("{}{path}", srv.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// A plain HTTPS client trusting the server's bundle (no client certificate).
+fn raw_client(srv: &Running) -> reqwest::Client {
+    raw_client_builder(srv).build().unwrap()
+}
+
+fn raw_client_builder(srv: &Running) -> reqwest::ClientBuilder {
     let mut roots = rustls::RootCertStore::empty();
     for r in srv.bundle.roots() {
         roots.add(r.clone()).unwrap();
@@ -307,17 +330,7 @@ async fn reqwest_like(srv: &Running, path: &str, body: Value) -> (u16, String) {
     .unwrap()
     .with_root_certificates(roots)
     .with_no_client_auth();
-    let http = reqwest::Client::builder()
-        .tls_backend_preconfigured(cfg)
-        .build()
-        .unwrap();
-    let r = http
-        .post(format!("{}{path}", srv.url))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
+    reqwest::Client::builder().tls_backend_preconfigured(cfg)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -589,4 +602,536 @@ fn rotation_keeps_old_svids_valid_until_they_expire() {
     let gone = ca.prune(t0 + Duration::from_secs(3700));
     assert_eq!(gone, vec![old.generation]);
     assert_eq!(ca.bundle().unwrap().roots().len(), 1);
+}
+
+fn admin_token(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("data/admin.token"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+async fn join_token(c: &Client, admin: &str, node: &str) -> Proof {
+    let t = c.create_join_token(admin, node, Some("10m")).await.unwrap();
+    Proof::JoinToken(Zeroizing::new(t["token"].as_str().unwrap().to_owned()))
+}
+
+/// Issue 12 item 1: once revoked, a node gets nothing on any path: not by a Kubernetes
+/// agent token (which used to rewrite the record as not revoked), a join token made before the
+/// revocation, re-attestation with its registered key, or renewal over mTLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_is_final_on_every_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = FakeCluster::new(ISSUER).unwrap();
+    let srv = start(dir.path(), &cluster).await;
+    let admin = admin_token(dir.path());
+    let c = srv.client();
+    let agent_token = || k8s(cluster.token("sigil-system", "sigil-agent", "sigil"));
+
+    // node-1 attests with its DaemonSet token (FakeCluster binds tokens to node-1).
+    let k8s_key = KeyAndCsr::generate().unwrap();
+    let k8s_svid = c
+        .attest_x509(&agent_token(), &k8s_key.csr_pem)
+        .await
+        .unwrap();
+    // gpu-1 joins with a join token; a second token for gpu-1 is made before the revocation.
+    let gpu_key = KeyAndCsr::generate().unwrap();
+    let gpu_svid = c
+        .attest_x509(&join_token(&c, &admin, "gpu-1").await, &gpu_key.csr_pem)
+        .await
+        .unwrap();
+    let spare = join_token(&c, &admin, "gpu-1").await;
+
+    for node in ["node-1", "gpu-1"] {
+        let v = c.revoke_node(&admin, node).await.unwrap();
+        assert_eq!(v["revoked"], true);
+    }
+
+    // Kubernetes agent token: refused, and the record stays revoked.
+    let (s, code, reason) = refused(
+        c.attest_x509(&agent_token(), &KeyAndCsr::generate().unwrap().csr_pem)
+            .await,
+    );
+    assert_eq!((s, code.as_str()), (403, "node_revoked"), "{reason}");
+    assert!(
+        reason.contains("final") && reason.contains("hint:"),
+        "{reason}"
+    );
+    assert!(srv.state.store.node("node-1").unwrap().unwrap().revoked);
+    // Join token made before the revocation: refused.
+    let (s, code, _) = refused(
+        c.attest_x509(&spare, &KeyAndCsr::generate().unwrap().csr_pem)
+            .await,
+    );
+    assert_eq!((s, code.as_str()), (403, "node_revoked"));
+    // No new join token for a revoked node.
+    let (s, code, _) = refused(c.create_join_token(&admin, "gpu-1", None).await);
+    assert_eq!((s, code.as_str()), (409, "node_revoked"));
+    // Re-attestation with the registered key: refused.
+    for (node, key) in [("node-1", &k8s_key), ("gpu-1", &gpu_key)] {
+        let same = KeyAndCsr::from_key_pem(&key.key_pem).unwrap();
+        let (s, code, _) = refused(c.reattest(node, &same.csr_pem).await);
+        assert_eq!((s, code.as_str()), (403, "node_revoked"), "{node}");
+    }
+    // Renewal and workload issuance over mTLS with the still-unexpired agent SVIDs: refused.
+    for (svid, key) in [(&k8s_svid, &k8s_key), (&gpu_svid, &gpu_key)] {
+        let agent = Client::new(&srv.url, &srv.bundle, Some((&svid.svid, &key.key_pem))).unwrap();
+        let (s, code, _) = refused(agent.renew(&KeyAndCsr::generate().unwrap().csr_pem).await);
+        assert_eq!((s, code.as_str()), (403, "node_revoked"));
+        let (s, code, _) = refused(
+            agent
+                .agent_x509(
+                    "spiffe://test.example.org/ns/rag/sa/rag-api",
+                    &KeyAndCsr::generate().unwrap().csr_pem,
+                )
+                .await,
+        );
+        assert_eq!((s, code.as_str()), (403, "node_revoked"));
+    }
+    for node in ["node-1", "gpu-1"] {
+        assert!(
+            srv.state.store.node(node).unwrap().unwrap().revoked,
+            "{node}"
+        );
+    }
+    srv.stop().await;
+}
+
+/// The store itself never un-revokes: Kubernetes join, renewal and join tokens all refuse a
+/// revoked node, and a refused join token is not spent.
+#[test]
+fn store_keeps_revoked_nodes_revoked() {
+    use sigil_ca::store::{JoinOutcome, JoinTokenRecord, NodeKeyOutcome, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let now = SystemTime::now();
+    assert_eq!(
+        store.set_node_key("n1", "k1", now, false).unwrap(),
+        NodeKeyOutcome::Unknown
+    );
+    assert_eq!(
+        store.set_node_key("n1", "k1", now, true).unwrap(),
+        NodeKeyOutcome::Registered
+    );
+    assert!(store.revoke_node("n1").unwrap());
+    assert!(!store.revoke_node("never-joined").unwrap());
+    for join in [true, false] {
+        assert_eq!(
+            store.set_node_key("n1", "k2", now, join).unwrap(),
+            NodeKeyOutcome::Revoked
+        );
+    }
+    let rec = JoinTokenRecord {
+        node: "n1".to_owned(),
+        expires_at: now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 600,
+        used_at: None,
+    };
+    store.put_join_token("t1", &rec).unwrap();
+    assert_eq!(
+        store.consume_join_token("t1", "k3", now).unwrap(),
+        JoinOutcome::NodeRevoked {
+            node: "n1".to_owned()
+        }
+    );
+    let n = store.node("n1").unwrap().unwrap();
+    assert!(n.revoked);
+    assert_eq!(n.key_sha256, "k1");
+    // A join token for a node in good standing registers its key in the same transaction.
+    store
+        .put_join_token(
+            "t2",
+            &JoinTokenRecord {
+                node: "n2".to_owned(),
+                ..rec
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        store.consume_join_token("t2", "k4", now).unwrap(),
+        JoinOutcome::Joined {
+            node: "n2".to_owned()
+        }
+    );
+    assert_eq!(store.node("n2").unwrap().unwrap().key_sha256, "k4");
+    assert_eq!(
+        store.consume_join_token("t2", "k5", now).unwrap(),
+        JoinOutcome::AlreadyUsed
+    );
+}
+
+/// Issue 12 item 2: a relying party (cloud IAM, an object store) is configured with the issuer
+/// URL, fetches `<issuer>/.well-known/openid-configuration`, requires its `issuer` to be exactly
+/// that URL, fetches `jwks_uri`, verifies the JWT-SVID's signature with the key its `kid` names,
+/// and requires `iss` == the discovery issuer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_svid_validates_against_oidc_discovery_like_a_relying_party() {
+    // The issuer names a host that is not the listen address: its certificate must name it too.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = FakeCluster::new(ISSUER).unwrap();
+    let configured = format!("https://sigil.test:{port}");
+    let srv = start_with(
+        dir.path(),
+        &cluster,
+        &format!("127.0.0.1:{port}"),
+        Some(&format!("{configured}/")),
+    )
+    .await
+    .unwrap();
+    let ans = srv
+        .client()
+        .attest_jwt(
+            &k8s(cluster.token("rag", "rag-api", "sigil")),
+            &["s3.example.org".to_owned()],
+        )
+        .await
+        .unwrap();
+
+    // The relying party: resolves the issuer's host, trusts the bundle, knows nothing else.
+    let rp = raw_client_builder(&srv)
+        .resolve("sigil.test", format!("127.0.0.1:{port}").parse().unwrap())
+        .https_only(true)
+        .build()
+        .unwrap();
+    let get = |url: String| {
+        let rp = rp.clone();
+        async move {
+            let r = rp.get(&url).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{url}");
+            assert!(
+                r.headers()[reqwest::header::CONTENT_TYPE]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("application/json"),
+                "{url}"
+            );
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let discovery = get(format!("{configured}/.well-known/openid-configuration")).await;
+    assert_eq!(discovery["issuer"], configured.as_str(), "{discovery}");
+    for field in [
+        "jwks_uri",
+        "response_types_supported",
+        "subject_types_supported",
+        "id_token_signing_alg_values_supported",
+    ] {
+        assert!(!discovery[field].is_null(), "discovery lacks {field}");
+    }
+    let jwks_uri = discovery["jwks_uri"].as_str().unwrap();
+    assert!(jwks_uri.starts_with(&configured), "{jwks_uri}");
+    let jwks: sigil_identity::JwkSet =
+        serde_json::from_value(get(jwks_uri.to_owned()).await).unwrap();
+
+    let verified = sigil_identity::jwt::verify_jws(&ans.token, &jwks).unwrap();
+    assert!(
+        discovery["id_token_signing_alg_values_supported"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == verified.header.alg.as_str()),
+        "{}",
+        verified.header.alg
+    );
+    assert_eq!(verified.claims["iss"], discovery["issuer"]);
+    assert_eq!(verified.claims["sub"], ans.spiffe_id.as_str());
+    assert_eq!(verified.claims["aud"], "s3.example.org");
+    sigil_identity::jwt::check_times(&verified.claims, SystemTime::now()).unwrap();
+    // A token signed by another key is not accepted by the same relying party.
+    let other = FakeCluster::new(ISSUER).unwrap();
+    let forged = other.sign(&json!({"iss": configured, "sub": ans.spiffe_id}));
+    assert!(sigil_identity::jwt::verify_jws(&forged, &jwks).is_err());
+
+    // JWT-SVIDs issued through the agent carry the same issuer.
+    let admin = admin_token(dir.path());
+    let c = srv.client();
+    let key = KeyAndCsr::generate().unwrap();
+    let node = c
+        .attest_x509(&join_token(&c, &admin, "gpu-1").await, &key.csr_pem)
+        .await
+        .unwrap();
+    let agent = Client::new(&srv.url, &srv.bundle, Some((&node.svid, &key.key_pem))).unwrap();
+    let via_agent = agent
+        .agent_jwt(
+            "spiffe://test.example.org/ns/rag/sa/rag-api",
+            &["db".to_owned()],
+        )
+        .await
+        .unwrap();
+    let v = sigil_identity::jwt::verify_jws(&via_agent.token, &jwks).unwrap();
+    assert_eq!(v.claims["iss"], configured.as_str());
+    srv.stop().await;
+}
+
+/// Without --issuer-url the issuer is the listen address, the same in discovery and tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_issuer_is_the_listen_address_in_tokens_and_discovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = FakeCluster::new(ISSUER).unwrap();
+    let srv = start(dir.path(), &cluster).await;
+    let c = srv.client();
+    let discovery: Value = serde_json::from_str(
+        &c.get_text("/.well-known/openid-configuration")
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(discovery["issuer"], srv.url.as_str());
+    let ans = c
+        .attest_jwt(
+            &k8s(cluster.token("rag", "rag-api", "sigil")),
+            &["s3".to_owned()],
+        )
+        .await
+        .unwrap();
+    let (_, claims) = sigil_identity::jwt::decode_unverified(&ans.token).unwrap();
+    assert_eq!(claims["iss"], discovery["issuer"]);
+    srv.stop().await;
+}
+
+/// An unspecified listen address has no issuer to derive: refused before anything is bound.
+#[test_case("0.0.0.0:0", None, "--issuer-url"; "any address without issuer")]
+#[test_case("127.0.0.1:0", Some("https://0.0.0.0:8443"), "unspecified address"; "issuer on any address")]
+#[test_case("127.0.0.1:0", Some("http://sigil.example.org"), "not https"; "plaintext issuer")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_issuer_is_refused_at_start(listen: &str, issuer: Option<&str>, want: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = FakeCluster::new(ISSUER).unwrap();
+    let e = match start_with(dir.path(), &cluster, listen, issuer).await {
+        Ok(srv) => {
+            srv.stop().await;
+            panic!("started with issuer {issuer:?} on {listen}");
+        }
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains(want) && e.contains("hint:"), "{e}");
+    assert!(
+        !dir.path().join("data/sigil.redb").exists(),
+        "nothing is created before the issuer is checked"
+    );
+}
+
+/// Issue 12 item 5: the CSR is checked before the join token is spent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_csr_does_not_burn_the_join_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = FakeCluster::new(ISSUER).unwrap();
+    let srv = start(dir.path(), &cluster).await;
+    let admin = admin_token(dir.path());
+    let c = srv.client();
+    let token = join_token(&c, &admin, "gpu-1").await;
+    let key = KeyAndCsr::generate().unwrap();
+    let (s, code, _) = refused(c.attest_x509(&token, "not a csr").await);
+    assert_eq!((s, code.as_str()), (400, "bad_csr"));
+    let tampered = key.csr_pem.replacen("MI", "MJ", 1);
+    let (s, code, _) = refused(c.attest_x509(&token, &tampered).await);
+    assert_eq!((s, code.as_str()), (400, "bad_csr"));
+    let ok = c.attest_x509(&token, &key.csr_pem).await.unwrap();
+    assert_eq!(ok.spiffe_id, "spiffe://test.example.org/sigil/agent/gpu-1");
+    srv.stop().await;
+}
+
+#[test_case("99999999999h", "maximum 7d"; "eleven million years")]
+#[test_case("8d", "maximum 7d"; "eight days")]
+#[test_case("604801s", "maximum 7d"; "a second over")]
+#[test_case("0s", "at least 1s"; "zero")]
+#[test_case("99999999999999999999h", "whole number"; "does not fit")]
+#[test_case("1w", "unit"; "unknown unit")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_token_ttl_is_bounded(ttl: &str, want: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = FakeCluster::new(ISSUER).unwrap();
+    let srv = start(dir.path(), &cluster).await;
+    let admin = admin_token(dir.path());
+    let c = srv.client();
+    let (s, code, reason) = refused(c.create_join_token(&admin, "gpu-1", Some(ttl)).await);
+    assert_eq!((s, code.as_str()), (400, "bad_ttl"), "{reason}");
+    assert!(reason.contains(want), "{reason}");
+    // The bound itself is allowed, with a real expiry.
+    let t = c
+        .create_join_token(&admin, "gpu-1", Some("7d"))
+        .await
+        .unwrap();
+    let exp = t["expiresAt"].as_str().unwrap();
+    assert!(exp.len() >= 20 && exp.ends_with('Z'), "{exp}");
+    srv.stop().await;
+}
+
+/// Node names follow one rule on every path: admin tokens, Kubernetes agent tokens,
+/// re-attestation, revocation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_names_are_validated_on_every_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = FakeCluster::new(ISSUER).unwrap();
+    let srv = start(dir.path(), &cluster).await;
+    let admin = admin_token(dir.path());
+    let c = srv.client();
+    let long = "a".repeat(300);
+    for bad in ["a/b", "GPU-1", long.as_str(), "", "-x"] {
+        let (s, code, reason) = refused(c.create_join_token(&admin, bad, None).await);
+        assert_eq!((s, code.as_str()), (400, "bad_node"), "{bad:?}: {reason}");
+        assert!(reason.contains("DNS-1123"), "{reason}");
+
+        // An agent service-account token whose node claim is not a valid node name.
+        let mut claims = cluster.claims(
+            "sigil-system",
+            "sigil-agent",
+            "sigil",
+            Duration::from_secs(600),
+        );
+        claims["kubernetes.io"]["node"]["name"] = json!(bad);
+        let (s, code, reason) = refused(
+            c.attest_x509(
+                &k8s(cluster.sign(&claims)),
+                &KeyAndCsr::generate().unwrap().csr_pem,
+            )
+            .await,
+        );
+        assert_eq!((s, code.as_str()), (400, "bad_node"), "{bad:?}: {reason}");
+
+        let (s, code, _) = refused(
+            c.reattest(bad, &KeyAndCsr::generate().unwrap().csr_pem)
+                .await,
+        );
+        assert_eq!((s, code.as_str()), (400, "bad_node"), "{bad:?}");
+    }
+    for bad in ["GPU-1", "x_y"] {
+        let (s, code, _) = refused(c.revoke_node(&admin, bad).await);
+        assert_eq!((s, code.as_str()), (400, "bad_node"), "{bad:?}");
+    }
+    srv.stop().await;
+}
+
+async fn raw_admin(
+    srv: &Running,
+    bearer: Option<&str>,
+    body: &'static str,
+) -> (u16, Option<String>, Value) {
+    let mut req = raw_client(srv)
+        .post(format!("{}/v1/admin/join-tokens", srv.url))
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body);
+    if let Some(b) = bearer {
+        req = req.bearer_auth(b);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let ct = r
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap().to_owned());
+    let text = r.text().await.unwrap();
+    let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text:?}"));
+    (status, ct, v)
+}
+
+/// The admin endpoint checks the bearer token before it reads the body, answers JSON, and
+/// audits every refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_checks_the_token_first_answers_json_and_audits_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = FakeCluster::new(ISSUER).unwrap();
+    let srv = start(dir.path(), &cluster).await;
+    let admin = admin_token(dir.path());
+    // A malformed body without (or with a wrong) token: 401, not a parse error.
+    for bearer in [None, Some("wrong")] {
+        for body in [
+            "{not json",
+            r#"{"node": 7}"#,
+            r#"{"node": "gpu-1", "extra": 1}"#,
+        ] {
+            let (s, ct, v) = raw_admin(&srv, bearer, body).await;
+            assert_eq!(s, 401, "{bearer:?} {body}: {v}");
+            assert_eq!(v["error"], "not_admin", "{v}");
+            assert!(ct.unwrap().starts_with("application/json"));
+        }
+    }
+    // With the token, a malformed body is a JSON 400.
+    let (s, ct, v) = raw_admin(&srv, Some(&admin), "{not json").await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("bad_request")), "{v}");
+    assert!(ct.unwrap().starts_with("application/json"));
+    let (s, _, v) = raw_admin(&srv, Some(&admin), r#"{"node": "gpu-1", "extra": 1}"#).await;
+    assert_eq!(s, 400, "{v}");
+    let (s, _, v) = raw_admin(&srv, Some(&admin), r#"{"node": "gpu-1"}"#).await;
+    assert_eq!(s, 200, "{v}");
+    // Revocation needs the token too.
+    let r = raw_client(&srv)
+        .post(format!("{}/v1/admin/nodes/gpu-1/revoke", srv.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let metrics = srv.client().get_text("/metrics").await.unwrap();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("sigil_server_requests_refused_total{reason=\"not_admin\"}"))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(line.ends_with(" 7"), "{line}");
+    srv.stop().await;
+    let log = std::fs::read_to_string(dir.path().join("data/audit.jsonl")).unwrap();
+    let not_admin = log
+        .lines()
+        .filter(|l| l.contains("\"refused\"") && l.contains("not_admin"))
+        .count();
+    assert_eq!(not_admin, 7, "{log}");
+    assert!(log.lines().any(|l| l.contains("bad_request")), "{log}");
+    sigil_ca::audit::verify(&dir.path().join("data/audit.jsonl")).unwrap();
+}
+
+/// 404 and 405 answer the same JSON error body as every other refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_paths_and_methods_answer_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = FakeCluster::new(ISSUER).unwrap();
+    let srv = start(dir.path(), &cluster).await;
+    let http = raw_client(&srv);
+    let cases = [
+        (reqwest::Method::GET, "/nope", 404, "not_found"),
+        (reqwest::Method::POST, "/v1/attest", 404, "not_found"),
+        (
+            reqwest::Method::GET,
+            "/v1/attest/x509",
+            405,
+            "method_not_allowed",
+        ),
+        (reqwest::Method::DELETE, "/keys", 405, "method_not_allowed"),
+        (
+            reqwest::Method::GET,
+            "/v1/admin/join-tokens",
+            405,
+            "method_not_allowed",
+        ),
+    ];
+    for (method, path, status, code) in cases {
+        let r = http
+            .request(method.clone(), format!("{}{path}", srv.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{method} {path}");
+        if status == 405 {
+            assert!(
+                r.headers().contains_key(reqwest::header::ALLOW),
+                "{method} {path}: no Allow header"
+            );
+        }
+        assert!(
+            r.headers()[reqwest::header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("application/json"),
+            "{method} {path}"
+        );
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"], code, "{method} {path}: {v}");
+        assert!(v["reason"].as_str().unwrap().contains(path), "{v}");
+    }
+    srv.stop().await;
 }

@@ -19,8 +19,13 @@ use subtle::ConstantTimeEq;
 use super::{AppState, MAX_BODY_BYTES, chain_pem};
 use crate::audit::Event;
 use crate::authority::{IssuedX509, unix};
+use crate::client::check_node_name;
 use crate::csr::ValidCsr;
-use crate::store::{IssuedRecord, JoinOutcome, JoinTokenRecord, NodeRecord};
+use crate::store::{IssuedRecord, JoinOutcome, JoinTokenRecord, NodeKeyOutcome};
+
+/// Longest join-token lifetime: a week. A join token is a bearer secret that makes a node; one
+/// that outlives the time it takes to provision a machine is a standing credential.
+pub const MAX_JOIN_TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The verified client SVID of this connection, if the client presented one.
 #[derive(Debug, Clone)]
@@ -67,6 +72,14 @@ impl IntoResponse for ApiError {
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
+    // The bearer token is checked before anything reads the body.
+    let admin = Router::new()
+        .route("/v1/admin/join-tokens", post(create_join_token))
+        .route("/v1/admin/nodes/{node}/revoke", post(revoke_node))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_admin,
+        ));
     Router::new()
         .route("/v1/attest/x509", post(attest_x509))
         .route("/v1/attest/jwt", post(attest_jwt))
@@ -74,16 +87,39 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/agent/jwt", post(agent_jwt))
         .route("/v1/agent/renew", post(agent_renew))
         .route("/v1/agent/reattest", post(agent_reattest))
-        .route("/v1/admin/join-tokens", post(create_join_token))
-        .route("/v1/admin/nodes/{node}/revoke", post(revoke_node))
+        .merge(admin)
         .route("/v1/bundle.pem", get(bundle_pem))
         .route("/bundle.json", get(bundle_json))
         .route("/.well-known/openid-configuration", get(oidc_discovery))
         .route("/keys", get(jwks))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!(
+            "no endpoint {}; hint: the endpoints are listed in docs/api.md",
+            uri.path()
+        ),
+    )
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "{} does not accept {method}; see the Allow header",
+            uri.path()
+        ),
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -150,10 +186,19 @@ fn event(name: &str) -> Event {
 }
 
 fn rejected(e: &axum::extract::rejection::JsonRejection) -> ApiError {
-    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.body_text())
-    } else {
-        ApiError::bad("bad_request", e.body_text())
+    match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.body_text())
+        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "bad_content_type",
+            format!(
+                "{}; hint: send `Content-Type: application/json`",
+                e.body_text()
+            ),
+        ),
+        _ => ApiError::bad("bad_request", e.body_text()),
     }
 }
 
@@ -174,21 +219,39 @@ fn refuse(state: &AppState, err: ApiError, who: Option<String>) -> ApiError {
     err
 }
 
-/// Who a proof says the caller is.
+/// Who a proof says the caller is. Node proofs are not spent here: a join token is consumed,
+/// and a node key registered, only once the CSR is known to be good (`register_node`).
 enum Attested {
     Workload {
         id: SpiffeId,
         detail: String,
     },
-    Node {
-        node: String,
-        id: SpiffeId,
+    /// A single-use join token (its SHA-256); the node is the one it was made for.
+    JoinToken {
         token_hash: String,
+    },
+    /// A service-account token of the agent DaemonSet, bound to `node`.
+    KubernetesNode {
+        node: String,
+        proof: String,
     },
 }
 
 fn sha256_hex(b: &[u8]) -> String {
     hex::encode(digest(&SHA256, b).as_ref())
+}
+
+fn bad_node(node: &str) -> Result<(), ApiError> {
+    check_node_name(node).map_err(|e| ApiError::bad("bad_node", e))
+}
+
+fn revoked(node: &str) -> ApiError {
+    ApiError::forbidden(
+        "node_revoked",
+        format!(
+            "node {node} is revoked, and revocation is final; hint: a replacement machine joins under a new node name"
+        ),
+    )
 }
 
 fn attest(state: &AppState, proof: &Proof) -> Result<Attested, ApiError> {
@@ -207,12 +270,10 @@ fn attest(state: &AppState, proof: &Proof) -> Result<Attested, ApiError> {
                 let node = k.node.clone().ok_or_else(|| {
                     ApiError::unauthorized("bad_token", "agent token has no kubernetes.io node claim; hint: use a projected token of a pod (bound to its node)")
                 })?;
-                let id =
-                    agent_id(state, &node).map_err(|e| ApiError::bad("bad_node", e.to_string()))?;
-                return Ok(Attested::Node {
+                bad_node(&node)?;
+                return Ok(Attested::KubernetesNode {
                     node,
-                    id,
-                    token_hash: format!("k8s:{}/{}", k.namespace, k.service_account),
+                    proof: format!("k8s:{}/{}", k.namespace, k.service_account),
                 });
             }
             let candidates: Vec<_> = state
@@ -254,36 +315,9 @@ fn attest(state: &AppState, proof: &Proof) -> Result<Attested, ApiError> {
                 )),
             }
         }
-        (None, Some(token)) => {
-            let token_hash = sha256_hex(token.as_bytes());
-            match state
-                .store
-                .consume_join_token(&token_hash, SystemTime::now())
-                .map_err(|e| ApiError::internal(e.to_string()))?
-            {
-                JoinOutcome::Joined { node } => {
-                    let id =
-                        agent_id(state, &node).map_err(|e| ApiError::internal(e.to_string()))?;
-                    Ok(Attested::Node {
-                        node,
-                        id,
-                        token_hash,
-                    })
-                }
-                JoinOutcome::Unknown => Err(ApiError::unauthorized(
-                    "bad_join_token",
-                    "unknown join token",
-                )),
-                JoinOutcome::Expired => Err(ApiError::unauthorized(
-                    "bad_join_token",
-                    "join token expired",
-                )),
-                JoinOutcome::AlreadyUsed => Err(ApiError::unauthorized(
-                    "bad_join_token",
-                    "join token was already used (join tokens are single-use); hint: create a new one with `sigil server join-token`",
-                )),
-            }
-        }
+        (None, Some(token)) => Ok(Attested::JoinToken {
+            token_hash: sha256_hex(token.as_bytes()),
+        }),
         (Some(_), Some(_)) => Err(ApiError::bad(
             "bad_proof",
             "give exactly one of kubernetesToken and joinToken",
@@ -292,6 +326,50 @@ fn attest(state: &AppState, proof: &Proof) -> Result<Attested, ApiError> {
             "no_proof",
             "no proof of identity; give kubernetesToken or joinToken",
         )),
+    }
+}
+
+/// Registers the CSR's key as the node's key, atomically with spending the join token: a
+/// revoked node is refused on every path and stays revoked. Returns the node and the proof.
+fn register_node(
+    state: &AppState,
+    attested: Attested,
+    key_sha256: &str,
+) -> Result<(String, String), ApiError> {
+    let now = SystemTime::now();
+    match attested {
+        Attested::Workload { .. } => Err(ApiError::internal("a workload is not a node")),
+        Attested::KubernetesNode { node, proof } => {
+            match state
+                .store
+                .set_node_key(&node, key_sha256, now, true)
+                .map_err(|e| ApiError::internal(e.to_string()))?
+            {
+                NodeKeyOutcome::Registered => Ok((node, proof)),
+                NodeKeyOutcome::Revoked => Err(revoked(&node)),
+                NodeKeyOutcome::Unknown => Err(ApiError::internal("node registration failed")),
+            }
+        }
+        Attested::JoinToken { token_hash } => match state
+            .store
+            .consume_join_token(&token_hash, key_sha256, now)
+            .map_err(|e| ApiError::internal(e.to_string()))?
+        {
+            JoinOutcome::Joined { node } => Ok((node, format!("join-token:{token_hash}"))),
+            JoinOutcome::NodeRevoked { node } => Err(revoked(&node)),
+            JoinOutcome::Unknown => Err(ApiError::unauthorized(
+                "bad_join_token",
+                "unknown join token",
+            )),
+            JoinOutcome::Expired => Err(ApiError::unauthorized(
+                "bad_join_token",
+                "join token expired",
+            )),
+            JoinOutcome::AlreadyUsed => Err(ApiError::unauthorized(
+                "bad_join_token",
+                "join token was already used (join tokens are single-use); hint: create a new one with `sigil server join-token`",
+            )),
+        },
     }
 }
 
@@ -391,8 +469,14 @@ async fn issue_jwt(
             .ca
             .lock()
             .map_err(|_| ApiError::internal("CA lock poisoned"))?;
-        ca.issue_jwt_svid(id, audience, state.policy.svid.jwt_ttl, SystemTime::now())
-            .map_err(|e| ApiError::internal(e.to_string()))?
+        ca.issue_jwt_svid_with_issuer(
+            id,
+            audience,
+            Some(&state.issuer_url),
+            state.policy.svid.jwt_ttl,
+            SystemTime::now(),
+        )
+        .map_err(|e| ApiError::internal(e.to_string()))?
     };
     let mut e = event("jwt_svid_issued");
     e.spiffe_id = Some(id.to_string());
@@ -426,37 +510,27 @@ async fn attest_x509(
 ) -> Result<Json<X509Answer>, ApiError> {
     let Json(req) = body.map_err(|e| refuse(&state, rejected(&e), None))?;
     let attested = attest(&state, &req.proof).map_err(|e| refuse(&state, e, None))?;
+    // The CSR is checked before a join token is spent: a bad CSR must not burn it.
     let valid = csr(&req.csr).map_err(|e| refuse(&state, e, None))?;
-    match attested {
-        Attested::Workload { id, detail } => issue_x509(&state, &id, &valid, detail, "x509")
+    if let Attested::Workload { id, detail } = attested {
+        return issue_x509(&state, &id, &valid, detail, "x509")
             .await
-            .map(Json),
-        Attested::Node {
-            node,
-            id,
-            token_hash,
-        } => {
-            let rec = NodeRecord {
-                node: node.clone(),
-                key_sha256: sha256_hex(valid.spki_der()),
-                joined_at: unix(SystemTime::now()),
-                revoked: false,
-            };
-            state
-                .store
-                .put_node(&rec)
-                .map_err(|e| ApiError::internal(e.to_string()))?;
-            issue_x509(
-                &state,
-                &id,
-                &valid,
-                format!("node={node} proof={token_hash}"),
-                "agent",
-            )
-            .await
-            .map(Json)
-        }
+            .map(Json);
     }
+    let (node, proof) = register_node(&state, attested, &sha256_hex(valid.spki_der()))
+        .map_err(|e| refuse(&state, e, None))?;
+    let who = Some(format!("node {node}"));
+    let id = agent_id(&state, &node)
+        .map_err(|e| refuse(&state, ApiError::bad("bad_node", e.to_string()), who))?;
+    issue_x509(
+        &state,
+        &id,
+        &valid,
+        format!("node={node} proof={proof}"),
+        "agent",
+    )
+    .await
+    .map(Json)
 }
 
 async fn attest_jwt(
@@ -464,21 +538,22 @@ async fn attest_jwt(
     body: Result<Json<AttestJwt>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<JwtAnswer>, ApiError> {
     let Json(req) = body.map_err(|e| refuse(&state, rejected(&e), None))?;
+    let node_proof = || {
+        ApiError::bad(
+            "bad_proof",
+            "node proofs (join tokens, agent service-account tokens) attest nodes, not JWT-SVIDs; use a workload's Kubernetes token or the agent",
+        )
+    };
     if req.proof.join_token.is_some() {
-        return Err(refuse(
-            &state,
-            ApiError::bad(
-                "bad_proof",
-                "join tokens attest nodes, not JWT-SVIDs; use a Kubernetes token or the agent",
-            ),
-            None,
-        ));
+        return Err(refuse(&state, node_proof(), None));
     }
     match attest(&state, &req.proof).map_err(|e| refuse(&state, e, None))? {
         Attested::Workload { id, detail } => issue_jwt(&state, &id, &req.audience, detail)
             .await
             .map(Json),
-        Attested::Node { .. } => Err(ApiError::internal("unreachable proof kind")),
+        Attested::JoinToken { .. } | Attested::KubernetesNode { .. } => {
+            Err(refuse(&state, node_proof(), None))
+        }
     }
 }
 
@@ -503,7 +578,7 @@ fn agent(state: &AppState, peer: &Peer) -> Result<(String, SpiffeId), ApiError> 
     let node = id
         .path()
         .strip_prefix("/sigil/agent/")
-        .filter(|n| !n.contains('/'))
+        .filter(|n| check_node_name(n).is_ok())
         .ok_or_else(|| {
             ApiError::forbidden("not_an_agent", format!("{id} is not an agent identity"))
         })?;
@@ -513,10 +588,7 @@ fn agent(state: &AppState, peer: &Peer) -> Result<(String, SpiffeId), ApiError> 
         .map_err(|e| ApiError::internal(e.to_string()))?;
     match rec {
         Some(r) if !r.revoked => Ok((node.to_owned(), id.clone())),
-        Some(_) => Err(ApiError::forbidden(
-            "node_revoked",
-            format!("node {node} is revoked"),
-        )),
+        Some(_) => Err(revoked(node)),
         None => Err(ApiError::forbidden(
             "unknown_node",
             format!("node {node} never joined"),
@@ -600,14 +672,28 @@ async fn agent_renew(
     let who = peer.0.as_ref().map(|p| p.spiffe_id().to_string());
     let Json(req) = body.map_err(|e| refuse(&state, rejected(&e), who.clone()))?;
     let (node, id) = agent(&state, &peer).map_err(|e| refuse(&state, e, who.clone()))?;
-    let valid = csr(&req.csr).map_err(|e| refuse(&state, e, who))?;
-    // The new key becomes the node's registered key (used by re-attestation).
-    if let Ok(Some(mut rec)) = state.store.node(&node) {
-        rec.key_sha256 = sha256_hex(valid.spki_der());
-        state
-            .store
-            .put_node(&rec)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+    let valid = csr(&req.csr).map_err(|e| refuse(&state, e, who.clone()))?;
+    // The new key becomes the node's registered key (used by re-attestation), in one
+    // transaction that refuses a node revoked since `agent` looked.
+    match state
+        .store
+        .set_node_key(
+            &node,
+            &sha256_hex(valid.spki_der()),
+            SystemTime::now(),
+            false,
+        )
+        .map_err(|e| ApiError::internal(e.to_string()))?
+    {
+        NodeKeyOutcome::Registered => {}
+        NodeKeyOutcome::Revoked => return Err(refuse(&state, revoked(&node), who)),
+        NodeKeyOutcome::Unknown => {
+            return Err(refuse(
+                &state,
+                ApiError::forbidden("unknown_node", format!("node {node} never joined")),
+                who,
+            ));
+        }
     }
     issue_x509(&state, &id, &valid, format!("renewal node={node}"), "agent")
         .await
@@ -626,6 +712,7 @@ async fn agent_reattest(
     body: Result<Json<Reattest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<X509Answer>, ApiError> {
     let Json(req) = body.map_err(|e| refuse(&state, rejected(&e), None))?;
+    bad_node(&req.node).map_err(|e| refuse(&state, e, None))?;
     let who = Some(format!("node {}", req.node));
     let valid = csr(&req.csr).map_err(|e| refuse(&state, e, who.clone()))?;
     let rec = state
@@ -640,11 +727,7 @@ async fn agent_reattest(
             )
         })?;
     if rec.revoked {
-        return Err(refuse(
-            &state,
-            ApiError::forbidden("node_revoked", format!("node {} is revoked", req.node)),
-            who,
-        ));
+        return Err(refuse(&state, revoked(&req.node), who));
     }
     let presented = sha256_hex(valid.spki_der());
     if !bool::from(presented.as_bytes().ct_eq(rec.key_sha256.as_bytes())) {
@@ -685,6 +768,22 @@ fn check_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
+/// Admin routes: the bearer token first, before the body is read or parsed; a refusal is
+/// counted, logged and audited like every other.
+async fn require_admin(
+    State(state): State<Arc<AppState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match check_admin(&state, req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(e) => {
+            let who = format!("admin {} {}", req.method(), req.uri().path());
+            refuse(&state, e, Some(who)).into_response()
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewJoinToken {
@@ -693,46 +792,82 @@ pub struct NewJoinToken {
     ttl: Option<String>,
 }
 
-fn valid_node_name(n: &str) -> bool {
-    !n.is_empty()
-        && n.len() <= 253
-        && n.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+/// Checks a join-token lifetime; `source` names where it came from.
+fn check_join_ttl(ttl: Duration, source: &str) -> Result<(), ApiError> {
+    if ttl.is_zero() {
+        return Err(ApiError::bad(
+            "bad_ttl",
+            format!("join-token ttl from {source} is 0s; give at least 1s, e.g. 1h"),
+        ));
+    }
+    if ttl > MAX_JOIN_TOKEN_TTL {
+        return Err(ApiError::bad(
+            "bad_ttl",
+            format!(
+                "join-token ttl {} from {source} is longer than the maximum 7d; hint: create the token when the machine is being provisioned, with a ttl of 7d or less (default 1h)",
+                sigil_policy::format_duration(ttl)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 async fn create_join_token(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Json(req): Json<NewJoinToken>,
+    body: Result<Json<NewJoinToken>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    check_admin(&state, &headers).map_err(|e| refuse(&state, e, None))?;
-    if !valid_node_name(&req.node) {
-        return Err(ApiError::bad(
-            "bad_node",
-            format!(
-                "node name {:?} may use letters, digits, '-', '.', '_'",
-                req.node
-            ),
-        ));
-    }
+    let who = Some("admin".to_owned());
+    let Json(req) = body.map_err(|e| refuse(&state, rejected(&e), who.clone()))?;
     let ttl = match &req.ttl {
-        Some(t) => sigil_policy::parse_duration(t).map_err(|e| ApiError::bad("bad_ttl", e))?,
+        Some(t) => sigil_policy::parse_duration(t).map_err(|e| {
+            refuse(
+                &state,
+                ApiError::bad("bad_ttl", format!("join-token ttl: {e}")),
+                who.clone(),
+            )
+        })?,
         None => state.policy.attestation.join_token_ttl,
     };
-    let (token, expires) = new_join_token(&state, &req.node, ttl)?;
+    let (token, expires) = new_join_token(&state, &req.node, ttl, req.ttl.is_some())
+        .map_err(|e| refuse(&state, e, who))?;
     Ok(Json(
         json!({"token": token, "node": req.node, "expiresAt": rfc3339(expires)}),
     ))
 }
 
-/// Creates and stores a single-use join token for `node`.
+/// Creates and stores a single-use join token for `node`. `explicit`: the ttl came from the
+/// request (else from the policy's `attestation.joinTokenTtl`), for the error message.
 pub fn new_join_token(
     state: &AppState,
     node: &str,
     ttl: Duration,
+    explicit: bool,
 ) -> Result<(String, SystemTime), ApiError> {
+    bad_node(node)?;
+    let source = if explicit {
+        "the request"
+    } else {
+        "the policy's attestation.joinTokenTtl"
+    };
+    check_join_ttl(ttl, source)?;
+    if state
+        .store
+        .node(node)
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .is_some_and(|r| r.revoked)
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "node_revoked",
+            format!(
+                "node {node} is revoked, and revocation is final; hint: give the replacement machine a new node name"
+            ),
+        ));
+    }
     let token = super::random_token().map_err(|e| ApiError::internal(e.to_string()))?;
-    let expires = SystemTime::now() + ttl;
+    let expires = SystemTime::now()
+        .checked_add(ttl)
+        .ok_or_else(|| ApiError::bad("bad_ttl", "join-token ttl is out of range"))?;
     state
         .store
         .put_join_token(
@@ -752,26 +887,25 @@ pub fn new_join_token(
 
 async fn revoke_node(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     Path(node): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    check_admin(&state, &headers).map_err(|e| refuse(&state, e, None))?;
-    let mut rec = state
+    let who = Some("admin".to_owned());
+    bad_node(&node).map_err(|e| refuse(&state, e, who.clone()))?;
+    let known = state
         .store
-        .node(&node)
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .ok_or_else(|| {
+        .revoke_node(&node)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    if !known {
+        return Err(refuse(
+            &state,
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 "unknown_node",
                 format!("node {node:?} never joined"),
-            )
-        })?;
-    rec.revoked = true;
-    state
-        .store
-        .put_node(&rec)
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+            ),
+            who,
+        ));
+    }
     let mut e = event("node_revoked");
     e.detail = Some(format!("node={node}"));
     state
@@ -808,7 +942,8 @@ async fn bundle_json(State(state): State<Arc<AppState>>) -> Result<Response, Api
 }
 
 async fn oidc_discovery(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
-    let iss = state.issuer_url.trim_end_matches('/');
+    // The same string every JWT-SVID carries as `iss` (see `issuer`).
+    let iss = state.issuer_url.as_str();
     Json(json!({
         "issuer": iss,
         "jwks_uri": format!("{iss}/keys"),

@@ -6,8 +6,9 @@
 //! TLS certificate is issued by the Sigil CA and renewed in the background.
 
 mod handlers;
+pub mod issuer;
 
-pub use handlers::{ApiError, issue_x509_recorded};
+pub use handlers::{ApiError, MAX_JOIN_TOKEN_TTL, issue_x509_recorded};
 pub mod journal;
 pub mod metrics;
 
@@ -44,6 +45,8 @@ pub enum ServerError {
     Ca(#[from] crate::authority::CaError),
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
+    #[error(transparent)]
+    Issuer(#[from] issuer::IssuerError),
     #[error(
         "cannot read JWKS {path} of cluster {cluster}: {reason}; hint: export it with `kubectl get --raw /openid/v1/jwks`"
     )]
@@ -68,7 +71,8 @@ pub struct ServerConfig {
     pub policy: Policy,
     /// Extra DNS names or IPs for the server's certificate.
     pub extra_sans: Vec<String>,
-    /// Public base URL (OIDC issuer of JWT-SVIDs); default `https://<listen>`.
+    /// Public base URL: the OIDC issuer (`iss` of JWT-SVIDs, `issuer` of discovery). Default
+    /// `https://<listen>`, refused when `listen` is an unspecified address (see `issuer`).
     pub issuer_url: Option<String>,
     /// Initialize the CA in the data directory if it has none.
     pub init_if_missing: bool,
@@ -118,6 +122,7 @@ pub struct AppState {
     pub clusters: Vec<TrustedCluster>,
     pub metrics: metrics::Metrics,
     pub admin_token: zeroize::Zeroizing<String>,
+    /// The OIDC issuer, no trailing `/`: `iss` of every JWT-SVID and `issuer` of discovery.
     pub issuer_url: String,
 }
 
@@ -192,6 +197,8 @@ impl std::fmt::Debug for Bound {
 impl Bound {
     /// Opens the store (initializing the CA if asked), loads keys, binds the listener.
     pub async fn bind(cfg: ServerConfig) -> Result<Self, ServerError> {
+        // An unusable issuer is refused before anything is opened or bound.
+        issuer::resolve(cfg.issuer_url.as_deref(), cfg.listen)?;
         let store = Arc::new(Store::open(&cfg.data_dir)?);
         let td = cfg.policy.trust_domain.clone();
         let ca = match store.load_ca(&td) {
@@ -225,6 +232,7 @@ impl Bound {
             addr: cfg.listen,
             reason: e.to_string(),
         })?;
+        let issuer = issuer::resolve(cfg.issuer_url.as_deref(), local)?;
         let mut dns = vec!["localhost".to_owned()];
         let mut ips: Vec<IpAddr> = vec![IpAddr::from([127, 0, 0, 1])];
         if !local.ip().is_unspecified() && !ips.contains(&local.ip()) {
@@ -235,6 +243,12 @@ impl Bound {
                 Ok(ip) => ips.push(ip),
                 Err(_) => dns.push(s.clone()),
             }
+        }
+        // Relying parties fetch discovery from the issuer's host: the certificate names it.
+        match &issuer.host {
+            issuer::IssuerHost::Dns(d) if !dns.contains(d) => dns.push(d.clone()),
+            issuer::IssuerHost::Ip(ip) if !ips.contains(ip) => ips.push(*ip),
+            _ => {}
         }
         let sans = (dns, ips);
         let mut ca = ca;
@@ -257,10 +271,8 @@ impl Bound {
             .with_cert_resolver(certs.clone());
         let mut tls = tls;
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let issuer_url = cfg
-            .issuer_url
-            .clone()
-            .unwrap_or_else(|| format!("https://{local}"));
+        let issuer_url = issuer.url;
+        tracing::info!(issuer = %issuer_url, "OIDC issuer of JWT-SVIDs");
         let state = Arc::new(AppState {
             ca: Mutex::new(ca),
             bundle,
