@@ -64,6 +64,14 @@ pub enum NodeError {
     NoProof,
     #[error("server answered with a bad SVID: {0}")]
     BadSvid(String),
+    #[error(
+        "join token file {path} is for node {token_node:?}, but this agent is node {node:?}; hint: pass --node {token_node}, or create a token for {node:?} with `sigil server join-token --node {node}`"
+    )]
+    WrongNode {
+        path: PathBuf,
+        token_node: String,
+        node: String,
+    },
 }
 
 struct NodeState {
@@ -266,15 +274,20 @@ impl ServerAuthority {
             return self.install(&key, &answer).await;
         }
         if let Some(NodeProof::JoinTokenFile(f)) = &self.settings.proof {
-            let token = Zeroizing::new(
-                std::fs::read_to_string(f)
-                    .map_err(file_err(f))?
-                    .trim()
-                    .to_owned(),
-            );
+            // The JSON `sigil server join-token` prints, or the bare token.
+            let file = sigil_ca::client::read_join_token_file(f)?;
+            if let Some(made_for) = file.node.as_deref()
+                && made_for != self.settings.node
+            {
+                return Err(NodeError::WrongNode {
+                    path: f.clone(),
+                    token_node: made_for.to_owned(),
+                    node: self.settings.node.clone(),
+                });
+            }
             let kc = KeyAndCsr::generate()?;
             let answer = public
-                .attest_x509(&Proof::JoinToken(token), &kc.csr_pem)
+                .attest_x509(&Proof::JoinToken(file.token), &kc.csr_pem)
                 .await?;
             // The CSR's key is now the node key: keep it for re-attestation.
             write_private(&self.key_path(), kc.key_pem.as_bytes())?;

@@ -152,6 +152,9 @@ fn server_join_token_and_svid_fetch() {
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let token = v["token"].as_str().unwrap();
+    // What `sigil server join-token` prints, redirected to a file as the README shows, is what
+    // --join-token-file reads.
+    std::fs::write(dir.join("gpu-1.token"), &out.stdout).unwrap();
     let out = sigil(
         dir,
         &[
@@ -161,8 +164,8 @@ fn server_join_token_and_svid_fetch() {
             &url,
             "--bundle",
             "data/bundle.pem",
-            "--join-token",
-            token,
+            "--join-token-file",
+            "gpu-1.token",
             "--out",
             "node",
         ],
@@ -380,4 +383,49 @@ fn ca_init_refuses_to_overwrite() {
         .mode()
         & 0o777;
     assert_eq!(mode, 0o700);
+}
+
+/// `sigil server --listen 0.0.0.0:...` without --issuer-url would advertise
+/// `https://0.0.0.0:...` as OIDC issuer: it refuses to start, with the flag to use.
+#[test]
+fn server_on_any_address_needs_an_issuer_url() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    setup(dir);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .current_dir(dir)
+        .args([
+            "server",
+            "--policy",
+            "sigil.yaml",
+            "--data-dir",
+            "data",
+            "--listen",
+            "0.0.0.0:0",
+        ])
+        .env("NO_COLOR", "1")
+        .env_remove("SIGIL_ISSUER_URL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("sigil server started on 0.0.0.0 without --issuer-url");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--issuer-url") && err.contains("hint:"),
+        "{err}"
+    );
 }

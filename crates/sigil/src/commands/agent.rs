@@ -64,6 +64,11 @@ async fn run_agent(a: AgentRunArgs) -> anyhow::Result<ExitCode> {
                 .map(|s| s.trim().to_owned())
                 .context("--node is required (cannot read /etc/hostname)")?,
         };
+        sigil_ca::client::check_node_name(&node).map_err(|e| {
+            anyhow::anyhow!(
+                "--node: {e}; hint: pass --node <name> (the name the join token was made for)"
+            )
+        })?;
         let proof = match (&a.join_token_file, &a.k8s_token_file) {
             (Some(f), None) => Some(NodeProof::JoinTokenFile(f.clone())),
             (None, Some(f)) => Some(NodeProof::KubernetesTokenFile(f.clone())),

@@ -30,8 +30,10 @@ pub struct RunArgs {
     /// Extra DNS names or IP addresses for the server certificate.
     #[arg(long = "san")]
     pub sans: Vec<String>,
-    /// Public base URL, the OIDC issuer of JWT-SVIDs (default https://<listen>).
-    #[arg(long)]
+    /// Public base URL where relying parties reach this server: the OIDC issuer (`iss` of every
+    /// JWT-SVID, `issuer` of /.well-known/openid-configuration). Default https://<listen>;
+    /// required when --listen is an unspecified address such as 0.0.0.0.
+    #[arg(long, env = "SIGIL_ISSUER_URL")]
     pub issuer_url: Option<String>,
 }
 
@@ -42,7 +44,7 @@ pub enum ServerCmd {
         /// Node name; the agent becomes spiffe://<td>/sigil/agent/<node>.
         #[arg(long)]
         node: String,
-        /// Token lifetime (default: the policy's attestation.joinTokenTtl).
+        /// Token lifetime, at most 7d (default: the policy's attestation.joinTokenTtl).
         #[arg(long)]
         ttl: Option<String>,
         /// Server URL.

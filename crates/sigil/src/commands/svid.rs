@@ -45,7 +45,7 @@ pub struct ConnArgs {
     /// Single-use node join token.
     #[arg(long, env = "SIGIL_JOIN_TOKEN", hide_env_values = true)]
     pub join_token: Option<String>,
-    /// File holding a node join token.
+    /// File holding a node join token: the JSON `sigil server join-token` prints, or the bare token.
     #[arg(long, conflicts_with = "join_token")]
     pub join_token_file: Option<PathBuf>,
 }
@@ -72,9 +72,10 @@ fn proof(c: &ConnArgs) -> anyhow::Result<Proof> {
         return Ok(Proof::JoinToken(Zeroizing::new(t.trim().to_owned())));
     }
     if let Some(f) = &c.join_token_file {
-        return Ok(Proof::JoinToken(Zeroizing::new(
-            read_to_string(f)?.trim().to_owned(),
-        )));
+        // The JSON `sigil server join-token` prints, or the bare token.
+        return Ok(Proof::JoinToken(
+            sigil_ca::client::read_join_token_file(f)?.token,
+        ));
     }
     anyhow::bail!("no proof of identity: give --k8s-token-file, --join-token or --join-token-file")
 }
