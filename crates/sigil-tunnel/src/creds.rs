@@ -51,6 +51,13 @@ pub enum CredError {
     },
 }
 
+/// A time as RFC 3339 in UTC (`2026-11-23T00:32:00Z`), as log fields and messages show times.
+pub fn rfc3339(t: SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| format!("{t:?}"))
+}
+
 /// One generation of credentials.
 pub struct Credentials {
     id: SpiffeId,
@@ -63,7 +70,7 @@ impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Credentials")
             .field("id", &self.id)
-            .field("not_after", &self.not_after)
+            .field("not_after", &rfc3339(self.not_after))
             .field("bundle", &self.bundle)
             .finish_non_exhaustive()
     }
@@ -320,7 +327,7 @@ impl FileSource {
                 Ok(c) => {
                     failed = false;
                     warned_expiry = false;
-                    tracing::info!(id = %c.id, not_after = ?c.not_after, generation = store.generation() + 1,
+                    tracing::info!(id = %c.id, not_after = %rfc3339(c.not_after), generation = store.generation() + 1,
                         "loaded rotated SVID; new handshakes use it, live connections continue");
                     store.replace(c);
                 }
@@ -352,4 +359,15 @@ fn read_limited(path: &Path) -> Result<Zeroizing<Vec<u8>>, CredError> {
             path: path.to_owned(),
             source,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_rfc3339_utc() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+        assert_eq!(rfc3339(t), "2026-11-18T11:06:40Z");
+    }
 }

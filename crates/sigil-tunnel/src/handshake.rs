@@ -34,6 +34,10 @@ pub enum HandshakeError {
     Closed,
     #[error("handshake protocol error: {0}")]
     Protocol(String),
+    #[error(
+        "the first bytes are not a TLS record ({0}): a plaintext client? hint: connect through `sigil tunnel outbound`, which speaks mTLS"
+    )]
+    NotTls(String),
 }
 
 /// The rustls key schedule, kept after the handshake for KeyUpdate.
@@ -156,6 +160,7 @@ pub(crate) async fn run<S: Side>(
     let mut used = 0usize;
     let mut out: Vec<u8> = vec![0u8; 8 * 1024];
     let mut out_len = 0usize;
+    let mut first = true;
     loop {
         let incoming = inbuf
             .get_mut(..used)
@@ -212,7 +217,15 @@ pub(crate) async fn run<S: Side>(
                 sock.write_all(data).await?;
                 out_len = 0;
             }
-            Some(Step::Read) => read_record(sock, &mut inbuf, &mut used).await?,
+            Some(Step::Read) => {
+                if let Err(e) = read_record(sock, &mut inbuf, &mut used, first).await {
+                    if matches!(e, HandshakeError::NotTls(_)) {
+                        refuse_not_tls(sock).await;
+                    }
+                    return Err(e);
+                }
+                first = false;
+            }
             Some(Step::Done) => {
                 if out_len > 0 {
                     let data = out.get(..out_len).unwrap_or_default();
@@ -269,11 +282,46 @@ async fn flush_alert<S: Side>(conn: &mut S, incoming: &mut [u8], sock: &mut TcpS
     .await;
 }
 
-/// Appends exactly one TLS record to `buf`.
+/// A plaintext `unexpected_message` fatal alert (TLS 1.2 record version, as before keys exist).
+const ALERT_UNEXPECTED_MESSAGE: [u8; 7] = [21, 3, 3, 0, 2, 2, 10];
+
+/// A peer that does not speak TLS gets a fatal alert (meaningless to it, nothing in clear) and
+/// the connection is closed at once; what it sent is not drained (it is not waiting for an alert).
+async fn refuse_not_tls(sock: &mut TcpStream) {
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(200), async {
+        sock.write_all(&ALERT_UNEXPECTED_MESSAGE).await.ok()?;
+        sock.shutdown().await.ok()
+    })
+    .await;
+}
+
+/// Whether a record header can start a TLS 1.3 handshake flight: content type handshake (22),
+/// or an alert (21) from a peer that refuses us, and a 3.x record version. Anything else (an
+/// HTTP request line, an SSH banner, a TLS-in-TLS mistake) is refused before waiting for a body
+/// its header never announced.
+fn plausible_first_record(header: &[u8; HEADER_LEN]) -> bool {
+    matches!(header, [21 | 22, 3, 1..=4, _, _])
+}
+
+/// Whether a later handshake record header is TLS: change_cipher_spec (20, middlebox
+/// compatibility), alert, handshake or application data (23, the encrypted flight).
+fn plausible_record(header: &[u8; HEADER_LEN]) -> bool {
+    matches!(header, [20..=23, 3, 1..=4, _, _])
+}
+
+fn printable(bytes: &[u8]) -> String {
+    let text: String = bytes.iter().map(|&b| char::from(b)).collect();
+    format!("{text:?}")
+}
+
+/// Appends exactly one TLS record to `buf`. The first record of the handshake must be a
+/// handshake or alert record; the check runs on the 5-byte header, so a plaintext client is
+/// refused at once instead of waiting out the handshake timeout for a body that never comes.
 async fn read_record(
     sock: &mut TcpStream,
     buf: &mut Vec<u8>,
     used: &mut usize,
+    first: bool,
 ) -> Result<(), HandshakeError> {
     let mut header = [0u8; HEADER_LEN];
     match sock.read_exact(&mut header).await {
@@ -282,6 +330,14 @@ async fn read_record(
             return Err(HandshakeError::Closed);
         }
         Err(e) => return Err(e.into()),
+    }
+    if first && !plausible_first_record(&header) {
+        return Err(HandshakeError::NotTls(printable(&header)));
+    }
+    if !plausible_record(&header) {
+        return Err(HandshakeError::Protocol(format!(
+            "record header {header:?} is not TLS"
+        )));
     }
     let [_, _, _, l0, l1] = header;
     let len = usize::from(u16::from_be_bytes([l0, l1]));
@@ -313,4 +369,30 @@ async fn read_record(
     }
     *used = end;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_record_must_be_handshake_or_alert() {
+        // A TLS 1.3 ClientHello (legacy record version 3.1), a ServerHello (3.3), an alert.
+        assert!(plausible_first_record(&[22, 3, 1, 0, 200]));
+        assert!(plausible_first_record(&[22, 3, 3, 0, 90]));
+        assert!(plausible_first_record(&[21, 3, 3, 0, 2]));
+        for bad in [
+            *b"GET /",
+            *b"SSH-2",
+            *b"PRI *",
+            [23, 3, 3, 0, 10],
+            [22, 2, 0, 0, 1],
+        ] {
+            assert!(!plausible_first_record(&bad), "{bad:?}");
+        }
+        assert!(plausible_record(&[20, 3, 3, 0, 1]));
+        assert!(plausible_record(&[23, 3, 3, 0, 100]));
+        assert!(!plausible_record(b"HTTP/"));
+        assert_eq!(printable(b"GET /"), "\"GET /\"");
+    }
 }

@@ -106,7 +106,7 @@ pub async fn serve(opts: TunnelOptions) -> Result<(), TunnelError> {
         CredentialSource::Dir(dir) => {
             let source = FileSource::new(dir);
             let creds = source.load().map_err(cfg)?;
-            tracing::info!(id = %creds.spiffe_id(), not_after = ?creds.not_after(), dir = %dir.display(), "loaded SVID");
+            tracing::info!(id = %creds.spiffe_id(), not_after = %crate::creds::rfc3339(creds.not_after()), dir = %dir.display(), "loaded SVID");
             let store = CredentialStore::new(creds);
             let watch = tokio::spawn(source.watch(Arc::clone(&store), opts.reload_interval));
             (store, watch)
@@ -114,7 +114,7 @@ pub async fn serve(opts: TunnelOptions) -> Result<(), TunnelError> {
         CredentialSource::WorkloadApi(endpoint) => {
             let source = WorkloadApiSource::new(endpoint).map_err(cfg)?;
             let (creds, rest) = source.first().await.map_err(cfg)?;
-            tracing::info!(id = %creds.spiffe_id(), not_after = ?creds.not_after(), endpoint, "SVID from the Workload API");
+            tracing::info!(id = %creds.spiffe_id(), not_after = %crate::creds::rfc3339(creds.not_after()), endpoint, "SVID from the Workload API");
             let store = CredentialStore::new(creds);
             let watch = tokio::spawn(rest.watch(Arc::clone(&store)));
             (store, watch)

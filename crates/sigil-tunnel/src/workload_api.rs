@@ -145,7 +145,7 @@ impl WorkloadApiWatch {
                     Ok(Some(msg)) => match self.source.credentials(msg) {
                         Ok(c) => {
                             backoff = Duration::from_secs(1);
-                            tracing::info!(id = %c.spiffe_id(), not_after = ?c.not_after(),
+                            tracing::info!(id = %c.spiffe_id(), not_after = %crate::creds::rfc3339(c.not_after()),
                                 "Workload API sent a rotated SVID; new handshakes use it, live connections continue");
                             store.replace(c);
                         }

@@ -294,6 +294,58 @@ async fn plaintext_client_is_refused_no_fallback() {
     assert_eq!(p.inbound.metrics.active(), 0);
 }
 
+/// A plaintext client is refused on its first five bytes, not after the handshake timeout
+/// (10 s by default; 3 s here), and gets nothing back in clear: at most a TLS alert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plaintext_client_is_refused_at_once() {
+    let _g = serial();
+    let p = pair(Mode::Enforce).await;
+    for request in [&b"GET / HTTP/1.1\r\n\r\n"[..], b"SSH-2.0-OpenSSH_9.6\r\n"] {
+        let before = p.inbound.metrics.refusals(Reason::Handshake);
+        let started = Instant::now();
+        let mut s = tokio::net::TcpStream::connect(p.inbound.addr)
+            .await
+            .unwrap();
+        s.write_all(request).await.unwrap();
+        let mut out = Vec::new();
+        let r = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut out)).await;
+        let took = started.elapsed();
+        assert!(r.is_ok(), "still open after 2 s");
+        assert!(took < Duration::from_millis(700), "closed after {took:?}");
+        // Nothing, or the plaintext fatal alert unexpected_message.
+        assert!(
+            out.is_empty() || out == [21, 3, 3, 0, 2, 2, 10],
+            "answered in clear: {out:?}"
+        );
+        wait_for("the refusal counted", || {
+            p.inbound.metrics.refusals(Reason::Handshake) == before + 1
+        })
+        .await;
+    }
+    wait_log(&["connection refused", "not a TLS record", "GET /"]).await;
+    assert_eq!(p.inbound.metrics.active(), 0);
+}
+
+/// Times in log lines are RFC 3339 (`not_after=2026-11-23T01:00:00Z`), not `SystemTime { .. }`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_times_are_rfc3339() {
+    let _g = serial();
+    let p = pair(Mode::Enforce).await;
+    let _w = p.server.watch();
+    write_creds(
+        &p.server.path(),
+        &p.pki.svid(VECTOR_DB),
+        &p.pki.bundle_pem(),
+    );
+    let line = wait_log(&["loaded rotated SVID", VECTOR_DB]).await;
+    assert!(!line.contains("SystemTime"), "{line}");
+    let at = line.split("not_after=").nth(1).expect(&line);
+    let at = at.split_whitespace().next().unwrap();
+    time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("not_after={at:?} is not RFC 3339 ({e}): {line}"));
+    assert!(at.ends_with('Z'), "{at}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_close_propagates_both_ways() {
     let _g = serial();
