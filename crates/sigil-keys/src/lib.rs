@@ -5,7 +5,7 @@
 //! ([`barrier`], [`shamir`]), the store trait its records live behind ([`store`], with
 //! in-memory and redb backends), and authorization from `sigil.yaml`'s `data` section
 //! ([`authz`]); [`service`] puts them together. Must not: do network I/O (the HTTP layer in
-//! [`http`] is a router a server mounts), trust an identity it did not get from a verifier, or
+//! `http` is a router a server mounts), trust an identity it did not get from a verifier, or
 //! answer a key request while sealed.
 
 pub mod aead;
@@ -18,3 +18,10 @@ pub use aead::KeyType;
 pub use barrier::{Barrier, BarrierError, SealKind, SealStatus};
 pub use redb_store::RedbStore;
 pub use store::{Expect, MemStore, Store, StoreError, Versioned, Write};
+pub mod authz;
+pub mod keyring;
+pub mod service;
+
+pub use authz::{Caller, Denial, Operation};
+pub use keyring::{KeyConfig, Limits, TransitError};
+pub use service::{KeyService, ServiceError};
