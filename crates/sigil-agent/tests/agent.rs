@@ -84,8 +84,8 @@ async fn optional_wit_profile_is_unimplemented() {
 }
 
 /// Runs this test binary again as a child under `uid`, executing only [`child_fetch_helper`].
-fn fetch_as(uid: u32, socket: &Path) -> std::process::Child {
-    std::process::Command::new(std::env::current_exe().unwrap())
+fn fetch_as(uid: u32, exe: &Path, socket: &Path) -> std::process::Child {
+    std::process::Command::new(exe)
         .args([
             "--ignored",
             "--exact",
@@ -109,6 +109,31 @@ fn not_reachable_by_others(exe: &Path) -> Option<std::path::PathBuf> {
         .skip(1)
         .find(|d| std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 == 0))
         .map(Path::to_path_buf)
+}
+
+/// This test binary at a path that children under other uids can execute: itself where its
+/// directories are searchable by others, else a copy in a fresh world-searchable directory
+/// (a checkout under a 0700 home would otherwise stop the children from starting).
+fn exe_for_other_uids() -> (std::path::PathBuf, Option<tempfile::TempDir>) {
+    use std::os::unix::fs::PermissionsExt;
+    let exe = std::env::current_exe().unwrap();
+    if not_reachable_by_others(&exe).is_none() {
+        return (exe, None);
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("sigil-agent-uids")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = dir.path().join("agent-test");
+    std::fs::copy(&exe, &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(
+        not_reachable_by_others(&copy).is_none(),
+        "{} is not searchable by other users",
+        dir.path().display()
+    );
+    (copy, Some(dir))
 }
 
 fn child_result(c: std::process::Child) -> String {
@@ -144,23 +169,21 @@ async fn different_uids_get_different_svids_and_unregistered_is_denied() {
     // Tests run as root (here and in CI); children drop to uids 1001, 1002 and 1003 through
     // CommandExt::uid/gid (setuid in the child before exec). Skip, saying why, otherwise.
     if !is_root() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "different_uids_get_different_svids must run as root under CI"
+        );
         eprintln!(
             "SKIP different_uids_get_different_svids: needs root to start processes under other uids"
         );
         return;
     }
-    if let Some(dir) = not_reachable_by_others(&std::env::current_exe().unwrap()) {
-        eprintln!(
-            "SKIP different_uids_get_different_svids: {} is not searchable by other users, so a child under uid 1001 cannot run the test binary",
-            dir.display()
-        );
-        return;
-    }
+    let (exe, _copy) = exe_for_other_uids();
     let h = Harness::start(Duration::from_secs(3600)).await;
     let (a, b, x) = (
-        fetch_as(1001, &h.socket),
-        fetch_as(1002, &h.socket),
-        fetch_as(1003, &h.socket),
+        fetch_as(1001, &exe, &h.socket),
+        fetch_as(1002, &exe, &h.socket),
+        fetch_as(1003, &exe, &h.socket),
     );
     let (ra, rb, rx) =
         tokio::task::spawn_blocking(move || (child_result(a), child_result(b), child_result(x)))
@@ -418,9 +441,12 @@ async fn rust_spiffe_x509_source_follows_the_agent_across_a_restart() {
 #[tokio::test]
 async fn py_spiffe_fetches_validates_and_sees_rotation() {
     let Some(python) = python_with_spiffe() else {
-        eprintln!(
-            "SKIP py_spiffe interop: python package `spiffe` is not importable (pip install spiffe, or create /work/main/.venv)"
+        let why = "python package `spiffe` is not importable (pip install -r .ci/requirements.txt, or create .venv)";
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "py_spiffe interop cannot run under CI: {why}"
         );
+        eprintln!("SKIP py_spiffe interop: {why}");
         return;
     };
     let h = Harness::start(Duration::from_secs(3600)).await;
