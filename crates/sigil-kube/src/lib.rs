@@ -15,6 +15,7 @@
 )]
 
 mod error;
+mod items;
 mod split;
 mod templates;
 
@@ -292,8 +293,23 @@ fn load_json(text: &str, path: &Path, out: &mut Vec<Object>) -> Result<(), LoadE
         let skipped = text
             .get(start..)
             .map_or(0, |t| t.len() - t.trim_start().len());
-        let line = line_of(text, start + skipped);
-        push_value(value, path, document, line, out)?;
+        let at = start + skipped;
+        let line = line_of(text, at);
+        let item_lines = if is_list(&value) {
+            text.get(at..stream.byte_offset())
+                .and_then(items::json_item_offsets)
+                .map(|offsets| offsets.iter().map(|o| line_of(text, at + o)).collect())
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let doc = Doc {
+            path,
+            document,
+            line,
+            item_lines: &item_lines,
+        };
+        push_value(value, &doc, out)?;
         document += 1;
     }
     Ok(())
@@ -316,7 +332,7 @@ fn load_yaml(text: &str, path: &Path, out: &mut Vec<Object>) -> Result<(), LoadE
         if !chunk.has_content {
             continue;
         }
-        let value: serde_json::Value =
+        let parsed: items::YamlDoc =
             serde_saphyr::from_str_with_options(chunk.text, yaml_options()).map_err(|e| {
                 let (line, column) = e.location().map_or((chunk.content_line, 1), |l| {
                     (chunk.first_line + l.line().saturating_sub(1), l.column())
@@ -331,10 +347,21 @@ fn load_yaml(text: &str, path: &Path, out: &mut Vec<Object>) -> Result<(), LoadE
                     message: msg.lines().next().unwrap_or_default().trim().to_owned(),
                 }
             })?;
-        if value.is_null() {
+        if parsed.value.is_null() {
             continue;
         }
-        push_value(value, path, chunk.index, chunk.content_line, out)?;
+        let item_lines: Vec<u64> = parsed
+            .item_lines
+            .iter()
+            .map(|l| chunk.first_line + l.saturating_sub(1))
+            .collect();
+        let doc = Doc {
+            path,
+            document: chunk.index,
+            line: chunk.content_line,
+            item_lines: &item_lines,
+        };
+        push_value(parsed.value, &doc, out)?;
         if out.len() > MAX_OBJECTS_PER_INPUT {
             return Err(LoadError::TooManyObjects {
                 path: path.to_owned(),
@@ -345,46 +372,120 @@ fn load_yaml(text: &str, path: &Path, out: &mut Vec<Object>) -> Result<(), LoadE
     Ok(())
 }
 
+/// One document of an input: where it is, and where its list items start (if it is a list).
+struct Doc<'a> {
+    path: &'a Path,
+    document: usize,
+    /// 1-based line where the document's content starts.
+    line: u64,
+    /// 1-based line of each element of a top-level `items` list; may be empty (then items are
+    /// placed at the document's line).
+    item_lines: &'a [u64],
+}
+
+/// Whether `value` is a list kind (`List`, `PodList`, ...) with an `items` array.
+fn is_list(value: &serde_json::Value) -> bool {
+    value
+        .get("kind")
+        .and_then(serde_json::Value::as_str)
+        .is_some_and(|k| k.ends_with("List"))
+        && value.get("items").is_some_and(serde_json::Value::is_array)
+}
+
+const MANIFEST_HINT: &str = "pass Kubernetes manifests, each with apiVersion and kind (for a Helm chart, `helm template` output; for a cluster, `kubectl get -o yaml` output)";
+const LIST_ITEM_HINT: &str = "each item of a `kind: List` carries its own apiVersion and kind (as `kubectl get -o yaml` writes them); items of a typed list (PodList, NetworkPolicyList, ...) take them from the list";
+
 fn push_value(
     value: serde_json::Value,
-    path: &Path,
-    document: usize,
-    line: u64,
+    doc: &Doc<'_>,
     out: &mut Vec<Object>,
 ) -> Result<(), LoadError> {
+    push_object(value, doc, doc.line, None, out)
+}
+
+/// What a list gives its items: its apiVersion and, for a typed list (`PodList`), the kind.
+struct ListContext<'a> {
+    /// `kind` of the list, for messages.
+    list_kind: &'a str,
+    /// 0-based index of the item.
+    index: usize,
+    api_version: &'a str,
+    /// `Pod` for a `PodList`; `None` for `kind: List`.
+    item_kind: Option<&'a str>,
+}
+
+fn push_object(
+    value: serde_json::Value,
+    doc: &Doc<'_>,
+    line: u64,
+    list: Option<&ListContext<'_>>,
+    out: &mut Vec<Object>,
+) -> Result<(), LoadError> {
+    let what = list.map_or_else(
+        || "object".to_owned(),
+        |l| format!("item {} of the {}", l.index, l.list_kind),
+    );
     let not_object = |message: String| LoadError::NotAnObject {
-        path: path.to_owned(),
-        document,
+        path: doc.path.to_owned(),
+        document: doc.document,
         line,
         message,
-        hint: "pass Kubernetes manifests (for a Helm chart, `helm template` output), each with apiVersion and kind",
+        hint: if list.is_some() {
+            LIST_ITEM_HINT
+        } else {
+            MANIFEST_HINT
+        },
     };
-    let serde_json::Value::Object(map) = value else {
+    let serde_json::Value::Object(mut map) = value else {
         return Err(not_object(format!(
-            "document is a {}, not a Kubernetes object",
+            "{} is a {}, not a Kubernetes object",
+            if list.is_some() { &what } else { "document" },
             json_type(&value)
         )));
     };
-    let api_version = map
-        .get("apiVersion")
-        .and_then(serde_json::Value::as_str)
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| not_object("object has no apiVersion".to_owned()))?
-        .to_owned();
-    let kind = map
-        .get("kind")
-        .and_then(serde_json::Value::as_str)
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| not_object("object has no kind".to_owned()))?
-        .to_owned();
+    let text = |map: &serde_json::Map<String, serde_json::Value>, key: &str| {
+        map.get(key)
+            .and_then(serde_json::Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    // A typed list's items carry neither apiVersion nor kind: the list's apply. They are written
+    // into the object, so every consumer (typed decoding, Rego input) sees a complete object.
+    // A `kind: List` is generic: its items must say what they are.
+    if let Some(ListContext {
+        api_version,
+        item_kind: Some(item_kind),
+        ..
+    }) = list
+    {
+        if text(&map, "apiVersion").is_none() {
+            map.insert("apiVersion".to_owned(), (*api_version).into());
+        }
+        if text(&map, "kind").is_none() {
+            map.insert("kind".to_owned(), (*item_kind).into());
+        }
+    }
+    let api_version =
+        text(&map, "apiVersion").ok_or_else(|| not_object(format!("{what} has no apiVersion")))?;
+    let kind = text(&map, "kind").ok_or_else(|| not_object(format!("{what} has no kind")))?;
     if kind.ends_with("List") && map.get("items").is_some_and(serde_json::Value::is_array) {
-        let mut map = map;
         if let Some(serde_json::Value::Array(items)) = map.remove("items") {
-            for item in items {
-                push_value(item, path, document, line, out)?;
+            // Only the document's own items have lines of their own; a list nested in an item
+            // places its items at the item's line.
+            let lines = if list.is_none() { doc.item_lines } else { &[] };
+            let item_kind = kind.strip_suffix("List").filter(|k| !k.is_empty());
+            for (index, item) in items.into_iter().enumerate() {
+                let ctx = ListContext {
+                    list_kind: &kind,
+                    index,
+                    api_version: &api_version,
+                    item_kind,
+                };
+                let item_line = lines.get(index).copied().unwrap_or(line);
+                push_object(item, doc, item_line, Some(&ctx), out)?;
                 if out.len() > MAX_OBJECTS_PER_INPUT {
                     return Err(LoadError::TooManyObjects {
-                        path: path.to_owned(),
+                        path: doc.path.to_owned(),
                         limit: MAX_OBJECTS_PER_INPUT,
                     });
                 }
@@ -405,8 +506,8 @@ fn push_value(
         .unwrap_or_default();
     out.push(Object {
         source: Source {
-            path: path.to_owned(),
-            document,
+            path: doc.path.to_owned(),
+            document: doc.document,
             line,
         },
         api_version,

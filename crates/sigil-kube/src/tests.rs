@@ -170,3 +170,126 @@ fn default_namespace_reaches_pod_templates() {
     let t = pod_templates(&objs[0]).unwrap();
     assert_eq!(t[0].metadata.namespace.as_deref(), Some("team-a"));
 }
+
+/// `kubectl get -o yaml` (a `kind: List` whose items say what they are): every item is an object
+/// at its own line, not at the list's.
+#[test]
+fn kubectl_list_items_keep_their_own_lines() {
+    let objs = load(
+        "apiVersion: v1\nitems:\n- apiVersion: v1\n  kind: Pod\n  metadata:\n    name: a\n    namespace: shop\n- apiVersion: networking.k8s.io/v1\n  kind: NetworkPolicy\n  metadata: {name: deny, namespace: shop}\n  spec: {podSelector: {}}\nkind: List\nmetadata:\n  resourceVersion: \"\"\n",
+    )
+    .unwrap();
+    let got: Vec<_> = objs
+        .iter()
+        .map(|o| {
+            (
+                o.kind.as_str(),
+                o.name.as_str(),
+                o.source.line,
+                o.source.document,
+            )
+        })
+        .collect();
+    assert_eq!(got, [("Pod", "a", 3, 0), ("NetworkPolicy", "deny", 8, 0)]);
+    assert_eq!(objs[1].group(), "networking.k8s.io");
+}
+
+/// The API server's typed lists (`PodList`, `NetworkPolicyList`) leave apiVersion and kind off
+/// their items: they come from the list, and are written into the object.
+#[test]
+fn typed_list_items_take_api_version_and_kind_from_the_list() {
+    let objs = load(
+        "apiVersion: v1\nkind: PodList\nmetadata: {resourceVersion: \"7\"}\nitems:\n- metadata:\n    name: p1\n    namespace: shop\n  spec:\n    containers: [{name: c, image: nginx}]\n-   metadata: {name: p2, namespace: shop}\n    spec: {containers: []}\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicyList\nitems:\n- metadata: {name: np, namespace: shop}\n  spec: {podSelector: {}}\n",
+    )
+    .unwrap();
+    let got: Vec<_> = objs
+        .iter()
+        .map(|o| {
+            (
+                o.api_version.as_str(),
+                o.kind.as_str(),
+                o.name.as_str(),
+                o.source.line,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("v1", "Pod", "p1", 5),
+            ("v1", "Pod", "p2", 10),
+            ("networking.k8s.io/v1", "NetworkPolicy", "np", 16)
+        ]
+    );
+    assert_eq!(objs[0].raw["kind"], "Pod");
+    assert_eq!(objs[0].raw["apiVersion"], "v1");
+    assert_eq!(objs[2].source.document, 1);
+    let t = pod_templates(&objs[0]).unwrap();
+    assert_eq!(t[0].spec.containers[0].image.as_deref(), Some("nginx"));
+}
+
+#[test]
+fn typed_json_list_items_have_their_lines() {
+    let objs = load_str(
+        "{\"apiVersion\": \"v1\", \"kind\": \"NamespaceList\",\n \"items\": [\n  {\"metadata\": {\"name\": \"a\"}},\n\n  {\"metadata\": {\"name\": \"b\"}}]}\n{\"apiVersion\": \"v1\", \"kind\": \"List\", \"items\": [\n {\"apiVersion\": \"v1\", \"kind\": \"Pod\", \"metadata\": {\"name\": \"p\"}}]}\n",
+        Path::new("l.json"),
+    )
+    .unwrap();
+    let got: Vec<_> = objs
+        .iter()
+        .map(|o| {
+            (
+                o.kind.as_str(),
+                o.name.as_str(),
+                o.source.line,
+                o.source.document,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("Namespace", "a", 3, 0),
+            ("Namespace", "b", 5, 0),
+            ("Pod", "p", 7, 1)
+        ]
+    );
+    assert!(objs[1].is_cluster_scoped());
+}
+
+/// An item of a generic `kind: List` without a kind is an error at the item, with a hint about
+/// lists (not about Helm).
+#[test]
+fn list_item_errors_point_at_the_item() {
+    let e = load("apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Pod\n  metadata: {name: a}\n- metadata:\n    name: b\n")
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, LoadError::NotAnObject { line: 7, .. }), "{msg}");
+    assert!(
+        msg.contains("item 1 of the List has no apiVersion"),
+        "{msg}"
+    );
+    assert!(msg.contains("typed list") && !msg.contains("helm"), "{msg}");
+    let e =
+        load("apiVersion: v1\nkind: PodList\nitems:\n- metadata: {name: a}\n- 3\n").unwrap_err();
+    assert!(matches!(e, LoadError::NotAnObject { line: 5, .. }), "{e}");
+    assert!(
+        e.to_string().contains("item 1 of the PodList is a number"),
+        "{e}"
+    );
+    // A field error in an item names the item's line too.
+    let objs = load("apiVersion: v1\nkind: PodList\nitems:\n- metadata: {name: a}\n  spec: {}\n- metadata: {name: b}\n  spec:\n    containers: 3\n").unwrap();
+    let e = pod_templates(&objs[1]).unwrap_err();
+    assert!(
+        e.to_string().starts_with("m.yaml:6: document 1 (Pod b)"),
+        "{e}"
+    );
+    // Duplicate keys are still refused, at the top and inside items.
+    let e = load("apiVersion: v1\nkind: List\nkind: List\nitems: []\n").unwrap_err();
+    assert!(matches!(e, LoadError::Syntax { line: 3, .. }), "{e}");
+    let e = load(
+        "apiVersion: v1\nkind: PodList\nitems:\n- metadata: {name: a}\n  metadata: {name: b}\n",
+    )
+    .unwrap_err();
+    assert!(matches!(e, LoadError::Syntax { line: 5, .. }), "{e}");
+}
