@@ -15,5 +15,6 @@ pub mod lockfile;
 pub mod scan;
 pub mod signing;
 pub mod source;
+pub mod walk;
 
 pub use scan::{ScanConfig, detect, scan_bytes, scan_file};

@@ -6,20 +6,18 @@
 //! files. Both are re-verified offline, so a tampered blob is caught even before a lockfile
 //! exists.
 
-use std::collections::{BTreeMap, HashSet};
-use std::os::unix::fs::MetadataExt;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::digest::{self, DigestError};
+use crate::walk::{self, Problem};
 
 /// The lockfile format version this build writes and reads.
 pub const LOCK_VERSION: u32 = 1;
 /// Default lockfile name.
 pub const DEFAULT_LOCKFILE: &str = "sigil-models.lock";
-/// Most files one lock may cover.
-const MAX_FILES: usize = 1_000_000;
 
 /// One locked file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,8 +54,11 @@ pub enum LockError {
     Digest(#[from] DigestError),
     #[error("{path} is not a valid lockfile: {msg}; hint: regenerate it with `sigil models lock`")]
     Parse { path: PathBuf, msg: String },
-    #[error("{path}: more than {MAX_FILES} files")]
-    TooMany { path: PathBuf },
+    #[error("{path}: {} paths cannot be followed:\n  {}", problems.len(), problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "))]
+    Walk {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
 }
 
 /// A file to lock.
@@ -127,199 +128,138 @@ pub fn hf_repo_from_dir(name: &str) -> Option<String> {
     Some(rest.replacen("--", "/", 1))
 }
 
-/// Lists the files below `dir` (symlinks followed, so the HF cache's snapshot links count), each
-/// directory once: a directory reached again (a symlink loop, or a second link to it) is not
-/// walked again.
-fn walk(
-    dir: &Path,
-    rel: &str,
-    out: &mut Vec<(String, PathBuf)>,
-    skip: &[&str],
-) -> Result<(), LockError> {
-    let mut dirs = HashSet::new();
-    let meta = std::fs::metadata(dir).map_err(io_err(dir))?;
-    dirs.insert((meta.dev(), meta.ino()));
-    walk_in(dir, rel, out, skip, &mut dirs)
+/// Files that are not part of a model: Git metadata and the lockfile itself. `sigil scan` still
+/// scans them, but does not look their digests up in a lockfile.
+const NOT_LOCKED: &[&str] = &[".github", ".gitattributes", ".gitignore", DEFAULT_LOCKFILE];
+
+/// Whether a walked path (relative, `/`-separated) is one a lockfile pins.
+pub fn in_lock_scope(rel: &str) -> bool {
+    !rel.split('/').any(|c| NOT_LOCKED.contains(&c))
 }
 
-fn walk_in(
-    dir: &Path,
-    rel: &str,
-    out: &mut Vec<(String, PathBuf)>,
-    skip: &[&str],
-    dirs: &mut HashSet<(u64, u64)>,
-) -> Result<(), LockError> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .map_err(io_err(dir))?
-        .collect::<Result<_, _>>()
-        .map_err(io_err(dir))?;
-    entries.sort_by_key(std::fs::DirEntry::file_name);
-    for e in entries {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if skip.contains(&name.as_str()) {
-            continue;
-        }
-        let p = e.path();
-        let r = if rel.is_empty() {
-            name.clone()
-        } else {
-            format!("{rel}/{name}")
-        };
-        let meta = std::fs::metadata(&p).map_err(io_err(&p))?;
-        if meta.is_dir() {
-            if dirs.insert((meta.dev(), meta.ino())) {
-                walk_in(&p, &r, out, skip, dirs)?;
-            }
-        } else if meta.is_file() {
-            out.push((r, p));
-            if out.len() > MAX_FILES {
-                return Err(LockError::TooMany {
-                    path: dir.to_owned(),
-                });
-            }
-        }
-    }
-    Ok(())
-}
-
-const SKIP: &[&str] = &[
-    ".git",
-    ".gitattributes",
-    ".github",
-    ".gitignore",
-    DEFAULT_LOCKFILE,
-];
-
-fn snapshot_targets(
-    repo_dir: &Path,
-    rel_prefix: &str,
-    repo: &str,
-    out: &mut Vec<Target>,
-) -> Result<(), LockError> {
-    let snaps = repo_dir.join("snapshots");
-    let mut commits: Vec<_> = std::fs::read_dir(&snaps)
-        .map_err(io_err(&snaps))?
-        .filter_map(Result::ok)
-        .map(|e| e.file_name().to_string_lossy().into_owned())
+/// Where a file of a Hugging Face cache comes from, by the path components: the repo of the
+/// last `models--org--name` directory, and the commit when the file is in its `snapshots/`;
+/// the blob's name when the file is a link into `blobs/` or a blob itself.
+fn origin(path: &Path) -> (Option<String>, Option<String>) {
+    let parts: Vec<String> = path
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
         .collect();
-    commits.sort();
-    for c in commits {
-        let prefix = format!("{rel_prefix}snapshots/{c}");
-        snapshot_files(&snaps.join(&c), &prefix, repo, &c, out)?;
-    }
-    Ok(())
+    let Some(i) = parts.iter().rposition(|c| hf_repo_from_dir(c).is_some()) else {
+        return (None, None);
+    };
+    let repo = parts.get(i).and_then(|c| hf_repo_from_dir(c));
+    let revision = match (parts.get(i + 1), parts.get(i + 2)) {
+        (Some(s), Some(rev)) if s == "snapshots" && parts.len() > i + 3 => Some(rev.clone()),
+        _ => None,
+    };
+    (repo.map(|r| format!("hf://{r}")), revision)
 }
 
-fn snapshot_files(
-    dir: &Path,
-    prefix: &str,
-    repo: &str,
-    commit: &str,
-    out: &mut Vec<Target>,
-) -> Result<(), LockError> {
-    let mut files = Vec::new();
-    walk(dir, "", &mut files, SKIP)?;
-    for (r, abs) in files {
-        let blob = std::fs::read_link(&abs)
-            .ok()
-            .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()));
-        out.push(Target {
-            rel: if prefix.is_empty() {
-                r
-            } else {
-                format!("{prefix}/{r}")
-            },
-            abs,
-            repo: Some(format!("hf://{repo}")),
-            revision: Some(commit.to_owned()),
-            blob,
-        });
-    }
-    Ok(())
+/// Whether a path is in the `blobs/` directory of a Hugging Face cache repo.
+fn in_blobs(path: &Path) -> bool {
+    let parts: Vec<_> = path.components().map(|c| c.as_os_str()).collect();
+    parts
+        .windows(2)
+        .any(|w| matches!(w, [repo, b] if walk::is_hf_repo_dir(&repo.to_string_lossy()) && *b == "blobs"))
 }
 
-/// The files under `root`: a model directory, a single file, a Hugging Face cache (`hub/`), a
-/// `models--org--name` directory or one of its snapshots.
-pub fn collect(root: &Path) -> Result<Vec<Target>, LockError> {
-    let meta = std::fs::metadata(root).map_err(io_err(root))?;
+fn blob_name(abs: &Path, repo: bool) -> Option<String> {
+    if let Ok(t) = std::fs::read_link(abs) {
+        return t.file_name().map(|n| n.to_string_lossy().into_owned());
+    }
+    // A blob itself (one no snapshot links to): its name is its digest.
+    let parent = abs.parent().and_then(Path::file_name)?;
+    (repo && parent == "blobs")
+        .then(|| abs.file_name().map(|n| n.to_string_lossy().into_owned()))?
+}
+
+/// The files under `root` as [`crate::walk`] lists them (a model directory, a single file, a
+/// Hugging Face cache root, a `models--org--name` directory or one of its snapshots), with the
+/// paths the walk could not follow. Each name of a file is a target, except a cache blob's own
+/// name when a snapshot links to it (the lock pins the names loaders open).
+pub fn collect_all(root: &Path) -> Result<(Vec<Target>, Vec<Problem>), LockError> {
+    let w = walk::walk(root).map_err(|e| LockError::Io {
+        path: e.path,
+        source: e.source,
+    })?;
+    let canonical = std::fs::canonicalize(root).map_err(io_err(root))?;
+    let base = if std::fs::metadata(root).map_err(io_err(root))?.is_file() {
+        canonical.parent().map(Path::to_owned).unwrap_or_default()
+    } else {
+        canonical
+    };
     let mut out = Vec::new();
-    if meta.is_file() {
-        let name = root
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        out.push(Target {
-            rel: name,
-            abs: root.to_owned(),
-            repo: None,
-            revision: None,
-            blob: None,
-        });
-        return Ok(out);
-    }
-    let base = root
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let parent = root.parent();
-    let parent_name = parent
-        .and_then(Path::file_name)
-        .map(|n| n.to_string_lossy().into_owned());
-    let grand = parent
-        .and_then(Path::parent)
-        .and_then(Path::file_name)
-        .map(|n| n.to_string_lossy().into_owned());
-    if let Some(repo) = hf_repo_from_dir(&base) {
-        snapshot_targets(root, "", &repo, &mut out)?;
-        return Ok(out);
-    }
-    if parent_name.as_deref() == Some("snapshots")
-        && let Some(repo) = grand.as_deref().and_then(hf_repo_from_dir)
-    {
-        snapshot_files(root, "", &repo, &base, &mut out)?;
-        return Ok(out);
-    }
-    let mut repos: Vec<_> = std::fs::read_dir(root)
-        .map_err(io_err(root))?
-        .filter_map(Result::ok)
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("models--"))
-        .collect();
-    if !repos.is_empty() {
-        repos.sort();
-        for r in repos {
-            if let Some(repo) = hf_repo_from_dir(&r) {
-                snapshot_targets(&root.join(&r), &format!("{r}/"), &repo, &mut out)?;
-            }
+    for f in w.files {
+        let names = std::iter::once(f.rel.clone()).chain(
+            f.aliases
+                .iter()
+                .filter(|a| !in_blobs(&base.join(a)))
+                .cloned(),
+        );
+        for rel in names.filter(|r| in_lock_scope(r)) {
+            let logical = base.join(&rel);
+            let (repo, revision) = origin(&logical);
+            let abs = if rel == f.rel {
+                f.path.clone()
+            } else {
+                root.join(&rel)
+            };
+            let blob = blob_name(&abs, repo.is_some());
+            out.push(Target {
+                rel,
+                abs,
+                repo,
+                revision,
+                blob,
+            });
         }
-        return Ok(out);
     }
-    let mut files = Vec::new();
-    walk(root, "", &mut files, SKIP)?;
-    out.extend(files.into_iter().map(|(rel, abs)| Target {
-        rel,
-        abs,
-        repo: None,
-        revision: None,
-        blob: None,
-    }));
-    Ok(out)
+    out.sort_by(|a, b| a.rel.cmp(&b.rel));
+    Ok((out, w.problems))
 }
 
-/// Every regular file under `dir` (symlinks followed), with no layout detection and no skips.
-pub fn collect_plain(dir: &Path) -> Result<Vec<Target>, LockError> {
-    let mut files = Vec::new();
-    walk(dir, "", &mut files, &[])?;
-    Ok(files
-        .into_iter()
-        .map(|(rel, abs)| Target {
-            rel,
-            abs,
-            repo: None,
-            revision: None,
-            blob: None,
+/// [`collect_all`], refusing a tree with paths the walk could not follow.
+pub fn collect(root: &Path) -> Result<Vec<Target>, LockError> {
+    let (targets, problems) = collect_all(root)?;
+    if problems.is_empty() {
+        Ok(targets)
+    } else {
+        Err(LockError::Walk {
+            path: root.to_owned(),
+            problems,
         })
-        .collect())
+    }
+}
+
+/// Every regular file under `dir`, each name of it, with no layout detection and no skips
+/// (model-signing's view of a directory); a link that dangles or leaves `dir` is an error.
+pub fn collect_plain(dir: &Path) -> Result<Vec<Target>, LockError> {
+    let w = walk::walk(dir).map_err(|e| LockError::Io {
+        path: e.path,
+        source: e.source,
+    })?;
+    if !w.problems.is_empty() {
+        return Err(LockError::Walk {
+            path: dir.to_owned(),
+            problems: w.problems,
+        });
+    }
+    let mut out: Vec<Target> = w
+        .files
+        .into_iter()
+        .flat_map(|f| {
+            std::iter::once(f.rel).chain(f.aliases).map(|rel| Target {
+                abs: dir.join(&rel),
+                rel,
+                repo: None,
+                revision: None,
+                blob: None,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.rel.cmp(&b.rel));
+    Ok(out)
 }
 
 /// Hashes one target and checks its cache blob name.

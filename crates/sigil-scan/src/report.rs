@@ -177,6 +177,10 @@ pub struct FileReport {
     /// The file's SHA-256 when it was computed (lockfile comparison).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// Other paths of the same file (device and inode), scanned once under `path`: a cache blob
+    /// reached through its snapshot link, a second link.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<PathBuf>,
 }
 
 /// Most findings listed per file; the rest are counted in a last finding. The list is sorted most
@@ -238,6 +242,7 @@ impl FileReport {
             verdict,
             findings,
             sha256: None,
+            aliases: Vec::new(),
         }
     }
 

@@ -1,8 +1,10 @@
 //! Format detection from the bytes and dispatch to the format scanners, recursively through
 //! archives and compression, with depth and size limits.
 //!
-//! Owns: [`ScanConfig`], [`detect`], [`scan_file`]. Must not: trust file names or extensions to
-//! decide a format (names only pick among archive layouts already recognised from bytes).
+//! Owns: [`ScanConfig`], [`detect`], [`scan_file`]. Must not: let a file name lower a verdict.
+//! Formats are detected from the bytes; a name only adds to that: archive layouts are picked by
+//! member names, and a file named for a format it is not (`x.safetensors` holding JSON text, a
+//! pickle or nothing readable) is reported malformed rather than `unknown`.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -23,6 +25,10 @@ pub struct ScanConfig {
     pub max_decompressed: u64,
     /// Most entries in one archive.
     pub max_entries: usize,
+    /// A stream that declares more than `bomb_ratio` times its compressed size, and more than
+    /// `bomb_min` bytes, is a decompression bomb: reported, and not inflated.
+    pub bomb_ratio: u64,
+    pub bomb_min: u64,
 }
 
 impl Default for ScanConfig {
@@ -32,7 +38,22 @@ impl Default for ScanConfig {
             max_depth: 8,
             max_decompressed: 64 * 1024 * 1024 * 1024,
             max_entries: 200_000,
+            bomb_ratio: 100,
+            bomb_min: 64 * 1024 * 1024,
         }
+    }
+}
+
+impl ScanConfig {
+    /// Most bytes all the decompression in one file may produce, whatever its streams declare:
+    /// `bomb_ratio` times the file's size, and at least `bomb_min`.
+    pub fn inflate_budget(&self, file_len: u64) -> u64 {
+        file_len.saturating_mul(self.bomb_ratio).max(self.bomb_min)
+    }
+
+    /// Whether `declared` bytes from `packed` compressed ones make a decompression bomb.
+    pub fn is_bomb(&self, packed: u64, declared: u64) -> bool {
+        declared > self.bomb_min && declared / packed.max(1) > self.bomb_ratio
     }
 }
 
@@ -40,6 +61,8 @@ impl Default for ScanConfig {
 #[derive(Debug)]
 pub(crate) struct Ctx<'a> {
     pub cfg: &'a ScanConfig,
+    /// The scanned file's own name (its last path component): members are named by `inner`.
+    name: String,
     pub findings: Vec<Finding>,
     pub depth: u32,
     /// Windows already opened (backing, start, length) and the shallowest depth they were opened
@@ -51,6 +74,10 @@ pub(crate) struct Ctx<'a> {
     kept: [usize; 4],
     /// Findings seen but not kept once their verdict had `MAX_FINDINGS_PER_VERDICT`.
     dropped: usize,
+    /// Bytes decompression produced so far for this file, and the most it may
+    /// ([`ScanConfig::inflate_budget`] of the file's size).
+    inflated: u64,
+    budget: u64,
 }
 
 /// Findings kept per file and verdict; further ones are only counted. The cap is per verdict so
@@ -59,15 +86,70 @@ pub(crate) struct Ctx<'a> {
 const MAX_FINDINGS_PER_VERDICT: usize = 2_500;
 
 impl<'a> Ctx<'a> {
-    pub(crate) fn new(cfg: &'a ScanConfig) -> Self {
+    pub(crate) fn new(cfg: &'a ScanConfig, path: &Path) -> Self {
         Self {
             cfg,
+            name: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             findings: Vec::new(),
             depth: 0,
             seen: HashMap::new(),
             kept: [0; 4],
             dropped: 0,
+            inflated: 0,
+            budget: cfg.bomb_min,
         }
+    }
+
+    /// Sets the decompression budget from the size of the file being scanned.
+    fn budget_for(&mut self, file_len: u64) {
+        self.budget = self.cfg.inflate_budget(file_len);
+    }
+
+    /// Most bytes the next stream may inflate to: the per-stream limit or what is left of the
+    /// file's budget.
+    pub(crate) fn inflate_room(&self) -> u64 {
+        self.cfg
+            .max_decompressed
+            .min(self.budget.saturating_sub(self.inflated))
+    }
+
+    /// Counts bytes a decompression produced against the file's budget.
+    pub(crate) fn inflated(&mut self, n: u64) {
+        self.inflated = self.inflated.saturating_add(n);
+    }
+
+    /// Judges a stream from its declared size before anything inflates it: `false` (and a
+    /// finding) for a decompression bomb or a stream the file's budget cannot hold.
+    pub(crate) fn admit(&mut self, inner: &str, offset: u64, packed: u64, declared: u64) -> bool {
+        let why = if self.cfg.is_bomb(packed, declared) {
+            format!(
+                "{packed} compressed bytes declare {declared} ({}:1, above the {}:1 limit for streams over {} bytes)",
+                declared / packed.max(1),
+                self.cfg.bomb_ratio,
+                self.cfg.bomb_min
+            )
+        } else if declared > self.inflate_room() {
+            format!(
+                "{packed} compressed bytes declare {declared}, more than the {} bytes left of this file's decompression budget ({} x its size, at least {})",
+                self.inflate_room(),
+                self.cfg.bomb_ratio,
+                self.cfg.bomb_min
+            )
+        } else {
+            return true;
+        };
+        self.malformed(
+            inner,
+            offset,
+            "decompression bomb",
+            format!(
+                "{why}; not inflated past its first {BOMB_PREFIX} bytes, which alone were inspected"
+            ),
+        );
+        false
     }
 
     fn report(self, path: PathBuf, format: Format, size: u64) -> FileReport {
@@ -104,6 +186,28 @@ impl<'a> Ctx<'a> {
         }
         *kept += 1;
         self.findings.push(f);
+    }
+
+    /// Drops the findings kept since `mark` (a length of `findings`) that `keep` refuses.
+    fn retain_since(&mut self, mark: usize, keep: impl Fn(&Finding) -> bool) {
+        let tail = self.findings.split_off(mark.min(self.findings.len()));
+        for f in tail {
+            if keep(&f) {
+                self.findings.push(f);
+            } else if let Some(k) = self.kept.get_mut(f.verdict as usize) {
+                *k = k.saturating_sub(1);
+            }
+        }
+    }
+
+    /// The name of the file or member `inner` denotes.
+    fn name_of<'s>(&'s self, inner: &'s str) -> &'s str {
+        if inner.is_empty() {
+            &self.name
+        } else {
+            let last = inner.rsplit('!').next().unwrap_or(inner);
+            last.rsplit('/').next().unwrap_or(last)
+        }
     }
 
     /// Keeps findings made elsewhere (a pickle walk), moved by `offset` into this source.
@@ -198,10 +302,7 @@ pub fn detect(head: &[u8], len: u64) -> Format {
     if starts(b"\x5d\x00\x00") && len > 13 {
         return Format::Lzma;
     }
-    if let Some(n) = head.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok())
-        && head.get(8) == Some(&b'{')
-        && u64::from_le_bytes(n) >= 2
-    {
+    if safetensors_header_len(head).is_some() {
         return Format::Safetensors;
     }
     if formats::proto::looks_like_onnx(head) {
@@ -214,6 +315,28 @@ pub fn detect(head: &[u8], len: u64) -> Format {
         return Format::Pickle;
     }
     Format::Unknown
+}
+
+/// The header length of a safetensors file, when `head` starts like one: an 8-byte little-endian
+/// length within the reference implementation's limit, then `{`. The limit is what tells a
+/// safetensors file from JSON text: the first eight bytes of JSON (`{"data":{`, a JSON-lines log)
+/// read as a length are above 2^61.
+fn safetensors_header_len(head: &[u8]) -> Option<u64> {
+    let n = u64::from_le_bytes(head.get(..8)?.try_into().ok()?);
+    (head.get(8) == Some(&b'{') && (2..=formats::safetensors::MAX_HEADER_SIZE).contains(&n))
+        .then_some(n)
+}
+
+/// The format a file name promises by its extension, for the formats whose loaders are chosen by
+/// the name and refuse anything else (`safetensors`, and `gguf` for llama.cpp). Not `.npy`:
+/// `numpy.load` goes by the bytes (a pickle or zip named `.npy` loads as one).
+fn named_format(name: &str) -> Option<Format> {
+    let (_, ext) = name.rsplit_once('.')?;
+    match ext.to_ascii_lowercase().as_str() {
+        "safetensors" => Some(Format::Safetensors),
+        "gguf" => Some(Format::Gguf),
+        _ => None,
+    }
 }
 
 /// Protocol 0/1 pickles have no header: accept a stream whose first bytes walk as pickle opcodes
@@ -240,10 +363,11 @@ fn looks_like_protocol0_pickle(head: &[u8]) -> bool {
 
 /// Scans one file on disk.
 pub fn scan_file(path: &Path, cfg: &ScanConfig) -> FileReport {
-    let mut ctx = Ctx::new(cfg);
+    let mut ctx = Ctx::new(cfg, path);
     let (format, size) = match Slice::open(path) {
         Ok(s) => {
             let size = s.len();
+            ctx.budget_for(size);
             (scan_slice(&mut ctx, "", &s), size)
         }
         Err(e) => {
@@ -256,8 +380,9 @@ pub fn scan_file(path: &Path, cfg: &ScanConfig) -> FileReport {
 
 /// Scans bytes in memory (tests, fuzzing).
 pub fn scan_bytes(name: &Path, bytes: Vec<u8>, cfg: &ScanConfig) -> FileReport {
-    let mut ctx = Ctx::new(cfg);
+    let mut ctx = Ctx::new(cfg, name);
     let s = Slice::mem(bytes);
+    ctx.budget_for(s.len());
     let format = scan_slice(&mut ctx, "", &s);
     ctx.report(name.to_owned(), format, s.len())
 }
@@ -304,7 +429,71 @@ pub(crate) fn scan_slice(ctx: &mut Ctx<'_>, inner: &str, s: &Slice) -> Format {
         }
     }
     ctx.depth += 1;
-    let out = match format {
+    let named = named_format(ctx.name_of(inner)).filter(|n| *n != format);
+    let both = format != Format::Safetensors
+        && safetensors_header_len(&head).is_some()
+        && (named == Some(Format::Safetensors) || is_valid_safetensors(&head, s));
+    let out = if both {
+        // A safetensors file (valid, or named so) whose length bytes also start like a pickle
+        // (`\x80` then a protocol: a 128- or 640-byte header) or a compressed stream. Both
+        // readings are scanned; the other one keeps only what could make the file dangerous or
+        // suspicious (a polyglot still fails), not the structural complaints of misreading a
+        // header; the safetensors reading says whether the file is a valid one.
+        let mark = ctx.findings.len();
+        dispatch(ctx, inner, s, format);
+        ctx.retain_since(mark, |f| f.verdict != Verdict::Malformed);
+        formats::safetensors::scan(ctx, inner, s);
+        Format::Safetensors
+    } else if let Some(claimed) = named {
+        if format == Format::Unknown {
+            if claimed == Format::Gguf {
+                ctx.malformed(
+                    inner,
+                    0,
+                    "magic",
+                    "named .gguf but does not start with the GGUF magic; llama.cpp refuses it",
+                );
+            }
+            // The safetensors scanner says what is wrong (a header length past the limit or
+            // the file, a header that is not a JSON object).
+            dispatch(ctx, inner, s, claimed)
+        } else {
+            let found = dispatch(ctx, inner, s, format);
+            ctx.malformed(
+                inner,
+                0,
+                "file name",
+                format!(
+                    "named .{claimed} but its bytes are {format}; a {claimed} loader refuses it (and a loader that goes by the bytes reads the {format})"
+                ),
+            );
+            found
+        }
+    } else {
+        dispatch(ctx, inner, s, format)
+    };
+    ctx.depth -= 1;
+    out
+}
+
+/// Whether `s` is a safetensors file that passes every check (used where its first bytes also
+/// start like another format).
+fn is_valid_safetensors(head: &[u8], s: &Slice) -> bool {
+    let Some(n) = safetensors_header_len(head) else {
+        return false;
+    };
+    let Some(data_len) = s.len().checked_sub(8).and_then(|l| l.checked_sub(n)) else {
+        return false;
+    };
+    match s.bytes_at(8, usize::try_from(n).unwrap_or(usize::MAX)) {
+        Ok(Some(h)) => formats::safetensors::validate_header(&h, data_len).is_empty(),
+        _ => false,
+    }
+}
+
+/// Runs the scanner of `format` over `s`; returns the format found (a zip's layout, joblib).
+fn dispatch(ctx: &mut Ctx<'_>, inner: &str, s: &Slice, format: Format) -> Format {
+    match format {
         Format::Pickle | Format::PytorchLegacy => scan_pickle(ctx, inner, s, format),
         Format::Zip => formats::zip::scan(ctx, inner, s),
         Format::Tar => formats::tar::scan(ctx, inner, s),
@@ -337,9 +526,7 @@ pub(crate) fn scan_slice(ctx: &mut Ctx<'_>, inner: &str, s: &Slice) -> Format {
         }
         Format::SevenZip => formats::sevenz::scan(ctx, inner, s),
         other => other,
-    };
-    ctx.depth -= 1;
-    out
+    }
 }
 
 fn has_zip_end_record(s: &Slice) -> bool {
@@ -373,20 +560,56 @@ fn scan_pickle(ctx: &mut Ctx<'_>, inner: &str, s: &Slice, format: Format) -> For
     }
 }
 
-/// Decompresses a stream (bounded); reports a break but returns what was produced before it.
+/// How much of a refused stream is still inflated and scanned: loaders run a pickle in stream
+/// order, so a payload at its start is found, and a lying size field (a truncated gzip's last
+/// bytes) cannot hide it.
+pub(crate) const BOMB_PREFIX: u64 = 1 << 20;
+
+/// The first [`BOMB_PREFIX`] bytes of a stream refused as a bomb (the cut is not reported again).
+pub(crate) fn bomb_prefix(ctx: &mut Ctx<'_>, r: impl std::io::Read) -> Option<Slice> {
+    let (s, _) = source::spill(r.take(BOMB_PREFIX), BOMB_PREFIX);
+    ctx.inflated(s.as_ref().map_or(0, Slice::len));
+    s
+}
+
+/// Decompresses a stream, bounded by what is left of the file's budget and, when the container
+/// declares the size, by one byte more than that; reports a break (or a stream that inflates
+/// past its declared size) but returns what was produced before it.
 pub(crate) fn spill_or_report(
     ctx: &mut Ctx<'_>,
     inner: &str,
     r: impl std::io::Read,
+    declared: Option<u64>,
     what: &str,
 ) -> Option<Slice> {
-    let (s, err) = source::spill(r, ctx.cfg.max_decompressed);
-    if let Some(e) = err {
+    let room = ctx.inflate_room();
+    let limit = declared.map_or(room, |d| d.saturating_add(1).min(room));
+    let (s, err) = source::spill(r, limit);
+    let produced = s.as_ref().map_or(0, Slice::len);
+    ctx.inflated(produced);
+    if let Some(d) = declared.filter(|d| produced > *d) {
         ctx.malformed(
             inner,
             0,
             what,
-            format!("{what}: {e}; the part before the break is still scanned"),
+            format!(
+                "{what} inflates past the {d} bytes its header declares; inflating stopped there (the part before is still scanned)"
+            ),
+        );
+    } else if let Some(e) = err {
+        let budget = if limit == room && room < ctx.cfg.max_decompressed {
+            format!(
+                " (this file's decompression budget: {} x its size, at least {} bytes)",
+                ctx.cfg.bomb_ratio, ctx.cfg.bomb_min
+            )
+        } else {
+            String::new()
+        };
+        ctx.malformed(
+            inner,
+            0,
+            what,
+            format!("{what}: {e}{budget}; the part before the break is still scanned"),
         );
     }
     s

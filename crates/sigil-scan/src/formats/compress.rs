@@ -4,20 +4,48 @@
 use std::io::Read;
 
 use crate::report::Format;
-use crate::scan::{Ctx, scan_slice, spill_or_report};
+use crate::scan::{BOMB_PREFIX, Ctx, bomb_prefix, scan_slice, spill_or_report};
 use crate::source::{Slice, SpillWriter};
 
 /// joblib's legacy zlib container: `ZF` then the hex length padded to 19 bytes.
 const JOBLIB_ZF_HEADER: u64 = 2 + 19;
 
+/// The size a stream's own header or trailer declares, where it is a lower bound of what it
+/// inflates to: gzip's ISIZE (the last member's size modulo 2^32: a bomb by it is a bomb at
+/// least that large), and the `.lzma` header's size (`u64::MAX`: unknown). zlib, bzip2 and xz
+/// streams declare none up front (xz's index is at the end and optional to trust); for them the
+/// file's budget alone bounds inflation.
+fn declared_size(s: &Slice, format: Format) -> Option<u64> {
+    match format {
+        Format::Gzip if s.len() >= 18 => s
+            .array_at::<4>(s.len() - 4)
+            .map(|b| u64::from(u32::from_le_bytes(b))),
+        Format::Lzma => s
+            .array_at::<8>(5)
+            .map(u64::from_le_bytes)
+            .filter(|n| *n != u64::MAX),
+        _ => None,
+    }
+}
+
 pub(crate) fn scan(ctx: &mut Ctx<'_>, inner: &str, s: &Slice, format: Format) -> Format {
-    let limit = ctx.cfg.max_decompressed;
     let what = format!("{format} stream");
+    let refused = declared_size(s, format).is_some_and(|d| !ctx.admit(inner, 0, s.len(), d));
+    let limit = ctx.inflate_room();
     let out = match format {
+        Format::Gzip if refused => bomb_prefix(ctx, flate2::read::MultiGzDecoder::new(s.clone())),
+        Format::Lzma if refused => {
+            let mut w = SpillWriter::new(BOMB_PREFIX);
+            let mut input = std::io::BufReader::new(s.clone());
+            // Stops with an error at the cut, which is the point.
+            let _ = lzma_rs::lzma_decompress(&mut input, &mut w);
+            w.finish().ok()
+        }
         Format::Gzip => spill_or_report(
             ctx,
             inner,
             flate2::read::MultiGzDecoder::new(s.clone()),
+            None,
             &what,
         ),
         Format::Zlib => {
@@ -27,12 +55,19 @@ pub(crate) fn scan(ctx: &mut Ctx<'_>, inner: &str, s: &Slice, format: Format) ->
             } else {
                 s.clone()
             };
-            spill_or_report(ctx, inner, flate2::read::ZlibDecoder::new(body), &what)
+            spill_or_report(
+                ctx,
+                inner,
+                flate2::read::ZlibDecoder::new(body),
+                None,
+                &what,
+            )
         }
         Format::Bzip2 => spill_or_report(
             ctx,
             inner,
             bzip2::read::MultiBzDecoder::new(s.clone()),
+            None,
             &what,
         ),
         Format::Xz | Format::Lzma => {
@@ -52,7 +87,10 @@ pub(crate) fn scan(ctx: &mut Ctx<'_>, inner: &str, s: &Slice, format: Format) ->
                 );
             }
             match w.finish() {
-                Ok(s) => Some(s),
+                Ok(s) => {
+                    ctx.inflated(s.len());
+                    Some(s)
+                }
                 Err(e) => {
                     ctx.malformed(inner, 0, format.as_str(), format!("spill failed: {e}"));
                     None

@@ -319,7 +319,6 @@ fn plain_header_copy(s: &Slice) -> Option<Slice> {
 pub(crate) fn scan(ctx: &mut Ctx<'_>, inner: &str, s: &Slice) -> Format {
     let rewritten = plain_header_copy(s);
     let s = rewritten.as_ref().unwrap_or(s);
-    let limit = ctx.cfg.max_decompressed;
     let max_entries = ctx.cfg.max_entries;
     // One header parse (an encoded header is itself LZMA-compressed) serves both paths.
     let mut reader = match ArchiveReader::new(s.clone(), Password::empty()) {
@@ -335,6 +334,15 @@ pub(crate) fn scan(ctx: &mut Ctx<'_>, inner: &str, s: &Slice) -> Format {
         }
     };
     let archive = reader.archive();
+    // The blocks' declared sizes against the archive's, before any block is decoded.
+    let declared = archive
+        .blocks
+        .iter()
+        .fold(0u64, |a, b| a.saturating_add(b.get_unpack_size()));
+    if !ctx.admit(inner, 0, s.len(), declared) {
+        return Format::SevenZip;
+    }
+    let limit = ctx.inflate_room();
     if archive.files.len() <= max_entries
         && let Some(members) = fast_members(archive, s, limit)
     {
@@ -342,11 +350,14 @@ pub(crate) fn scan(ctx: &mut Ctx<'_>, inner: &str, s: &Slice) -> Format {
         return Format::SevenZip;
     }
     let mut members: Vec<Member> = Vec::new();
+    let mut left = limit;
     let r = reader.for_each_entries(|entry, rd| {
         if entry.is_directory() || !entry.has_stream() {
             return Ok(true);
         }
-        let (slice, err) = source::spill(rd, limit);
+        // The budget is for the whole archive, not each member.
+        let (slice, err) = source::spill(rd, left);
+        left = left.saturating_sub(slice.as_ref().map_or(0, Slice::len));
         members.push((entry.name().to_owned(), slice, err.map(|e| e.to_string())));
         Ok(members.len() < max_entries)
     });
@@ -384,6 +395,7 @@ fn scan_members(ctx: &mut Ctx<'_>, inner: &str, members: Vec<Member>) {
             );
         }
         if let Some(sl) = slice {
+            ctx.inflated(sl.len());
             scan_slice(ctx, &sub, &sl);
         }
     }

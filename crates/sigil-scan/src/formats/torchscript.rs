@@ -212,7 +212,7 @@ mod tests {
 
     fn scan(src: &str) -> Vec<(Verdict, String, u64)> {
         let cfg = ScanConfig::default();
-        let mut ctx = Ctx::new(&cfg);
+        let mut ctx = Ctx::new(&cfg, std::path::Path::new("t.pt"));
         scan_code(&mut ctx, "code.py", &Slice::mem(src.as_bytes().to_vec()));
         ctx.findings
             .into_iter()

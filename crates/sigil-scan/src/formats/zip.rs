@@ -12,7 +12,7 @@ use std::io::Read;
 
 use crate::formats::{keras, torchscript};
 use crate::report::{Category, Format, Verdict};
-use crate::scan::{Ctx, join, scan_slice, spill_or_report};
+use crate::scan::{Ctx, bomb_prefix, join, scan_slice, spill_or_report};
 use crate::source::Slice;
 
 const EOCD_SIG: u32 = 0x0605_4b50;
@@ -425,19 +425,6 @@ fn check_layout(ctx: &mut Ctx<'_>, inner: &str, entries: &[Entry]) {
                 "member is flagged encrypted: the loader cannot read it and it cannot be inspected",
             );
         }
-        if e.csize > 0 && e.usize / e.csize > 1000 && e.usize > 100 * 1024 * 1024 {
-            ctx.add(
-                Verdict::Suspicious,
-                Category::Structure,
-                &sub,
-                e.local_offset,
-                "compression ratio",
-                format!(
-                    "{} bytes expand to {} (decompression bomb?)",
-                    e.csize, e.usize
-                ),
-            );
-        }
     }
     for (n, c) in names {
         if c > 1 {
@@ -494,13 +481,28 @@ fn open_member(ctx: &mut Ctx<'_>, inner: &str, s: &Slice, e: &Entry) -> Option<S
             }
             Some(raw)
         }
+        // Judged from the central directory's sizes before inflating; inflation then stops one
+        // byte past the declared size, so a directory that lies cannot make it cost more.
+        8 if !ctx.admit(&sub, e.local_offset, e.csize, e.usize) => {
+            bomb_prefix(ctx, flate2::read::DeflateDecoder::new(raw))
+        }
+        12 if !ctx.admit(&sub, e.local_offset, e.csize, e.usize) => {
+            bomb_prefix(ctx, bzip2::read::BzDecoder::new(raw))
+        }
         8 => spill_or_report(
             ctx,
             &sub,
             flate2::read::DeflateDecoder::new(raw),
+            Some(e.usize),
             "deflate member",
         ),
-        12 => spill_or_report(ctx, &sub, bzip2::read::BzDecoder::new(raw), "bzip2 member"),
+        12 => spill_or_report(
+            ctx,
+            &sub,
+            bzip2::read::BzDecoder::new(raw),
+            Some(e.usize),
+            "bzip2 member",
+        ),
         m => {
             ctx.malformed(&sub, e.local_offset, "compression method", format!("compression method {m} is not supported by the scanner; the member was not inspected"));
             None
@@ -598,7 +600,10 @@ pub(crate) fn scan(ctx: &mut Ctx<'_>, inner: &str, s: &Slice) -> Format {
         let Some(data) = open_member(ctx, inner, s, e) else {
             continue;
         };
-        check_crc(ctx, inner, e, &data);
+        // A refused bomb's prefix is not the whole member: its CRC cannot match.
+        if data.len() == e.usize {
+            check_crc(ctx, inner, e, &data);
+        }
         match format {
             Format::Keras if e.name == "config.json" => keras::scan_config_json(ctx, &sub, &data),
             Format::Torchscript if e.name.ends_with(".py") => {
