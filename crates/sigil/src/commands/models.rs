@@ -11,9 +11,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use sigil_policy::Policy;
-use sigil_scan::digest;
 use sigil_scan::lockfile::{self, Drift, LockEntry, Lockfile};
 use sigil_scan::signing::{self, SigningKey, VerifyingKey};
+use sigil_scan::{digest, walk};
 
 use super::scan::{jobs, progress};
 use super::{EXIT_ERROR, EXIT_FINDINGS, EXIT_OK};
@@ -27,9 +27,14 @@ pub fn run(cmd: ModelsCmd) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Hashes every file under `root`; returns entries and blob mismatches.
-fn hash_all(root: &Path, jobs_n: Option<usize>) -> anyhow::Result<(Vec<LockEntry>, Vec<Drift>)> {
-    let targets = lockfile::collect(root)?;
+/// Hashes every file under `root`; returns entries, blob mismatches and the paths the walk could
+/// not follow (a dangling link, a link out of the tree: a loader would read what the lock
+/// cannot pin, so both `lock` and `verify` fail on them).
+fn hash_all(
+    root: &Path,
+    jobs_n: Option<usize>,
+) -> anyhow::Result<(Vec<LockEntry>, Vec<Drift>, Vec<walk::Problem>)> {
+    let (targets, problems) = lockfile::collect_all(root)?;
     let total: u64 = targets
         .iter()
         .filter_map(|t| std::fs::metadata(&t.abs).ok())
@@ -53,7 +58,7 @@ fn hash_all(root: &Path, jobs_n: Option<usize>) -> anyhow::Result<(Vec<LockEntry
         entries.push(e);
         drift.extend(d);
     }
-    Ok((entries, drift))
+    Ok((entries, drift, problems))
 }
 
 fn check_sources(policy: &Path, entries: &[LockEntry]) -> anyhow::Result<Vec<String>> {
@@ -81,14 +86,20 @@ fn check_sources(policy: &Path, entries: &[LockEntry]) -> anyhow::Result<Vec<Str
 }
 
 fn lock(a: ModelsLockArgs) -> anyhow::Result<ExitCode> {
-    let (entries, drift) = hash_all(&a.path, a.jobs)?;
+    let (entries, drift, problems) = hash_all(&a.path, a.jobs)?;
     for d in &drift {
         eprintln!(
             "{}: {d}",
             crate::logging::paint("tampered", crate::logging::Color::Red)
         );
     }
-    if !drift.is_empty() {
+    for p in &problems {
+        eprintln!(
+            "{}: {p}",
+            crate::logging::paint("not locked", crate::logging::Color::Red)
+        );
+    }
+    if !drift.is_empty() || !problems.is_empty() {
         return Ok(ExitCode::from(EXIT_FINDINGS));
     }
     if let Some(pol) = &a.policy {
@@ -125,12 +136,15 @@ fn verify(a: ModelsVerifyArgs) -> anyhow::Result<ExitCode> {
     let mut failed = false;
     if let Some(l) = &a.lockfile {
         let lockf = Lockfile::load(l)?;
-        let (entries, mut drift) = hash_all(&a.path, a.jobs)?;
+        let (entries, mut drift, problems) = hash_all(&a.path, a.jobs)?;
         drift.extend(lockf.compare(&entries));
         for d in &drift {
             println!("{d}");
         }
-        if drift.is_empty() {
+        for p in &problems {
+            println!("{p}");
+        }
+        if drift.is_empty() && problems.is_empty() {
             eprintln!(
                 "{}: {} files match {}",
                 crate::logging::paint("ok", crate::logging::Color::Green),

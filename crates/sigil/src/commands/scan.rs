@@ -4,79 +4,69 @@
 //! loaded whole. With `--lockfile`, each file is also hashed and files whose digest is not locked
 //! are reported. Exit 0 when every verdict is below `--fail-on`, 1 otherwise, 2 on input errors.
 
-use std::collections::HashSet;
 use std::io::Write;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 use sigil_policy::Policy;
-use sigil_scan::lockfile::Lockfile;
+use sigil_scan::lockfile::{self, Lockfile};
 use sigil_scan::pickle::{GlobalPolicy, Profile};
+use sigil_scan::walk;
 use sigil_scan::{Category, FileReport, Finding, ScanConfig, Verdict, digest, scan_file};
 
 use super::{EXIT_ERROR, EXIT_FINDINGS, EXIT_OK};
 use crate::cli::{ScanArgs, ScanOutput};
 
-/// Every regular file under the given paths, sorted.
-pub fn collect_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
-    /// `meta` is `p`'s metadata with links followed (a symlinked model file is scanned; the HF
-    /// cache's snapshot files are symlinks to blobs). Directories are identified by device and
-    /// inode, so a symlink loop is entered once instead of recursing until the stack overflows.
-    fn walk(
-        p: &Path,
-        meta: &std::fs::Metadata,
-        out: &mut Vec<PathBuf>,
-        dirs: &mut HashSet<(u64, u64)>,
-    ) -> anyhow::Result<()> {
-        if meta.is_file() {
-            out.push(p.to_owned());
-            return Ok(());
-        }
-        if !meta.is_dir() {
-            return Ok(());
-        }
-        if !dirs.insert((meta.dev(), meta.ino())) {
-            tracing::warn!(
-                "{}: directory already visited (a symlink loop or a second link to it); not walked again",
-                p.display()
-            );
-            return Ok(());
-        }
-        let mut entries: Vec<(PathBuf, std::fs::FileType)> = Vec::new();
-        for e in std::fs::read_dir(p).with_context(|| format!("cannot list {}", p.display()))? {
-            let e = e.with_context(|| format!("cannot list {}", p.display()))?;
-            if e.file_name() == ".git" {
-                continue;
-            }
-            let t = e
-                .file_type()
-                .with_context(|| format!("cannot read {}", e.path().display()))?;
-            entries.push((e.path(), t));
-        }
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
-        for (q, t) in entries {
-            if t.is_file() {
-                // The directory entry says so: no `stat` needed.
-                out.push(q);
-            } else {
-                let m = std::fs::metadata(&q)
-                    .with_context(|| format!("cannot read {}", q.display()))?;
-                walk(&q, &m, out, dirs)?;
-            }
-        }
-        Ok(())
-    }
-    let mut out = Vec::new();
-    let mut dirs = HashSet::new();
+/// What `sigil scan` reads: every file under the given paths as [`sigil_scan::walk`] lists it
+/// (each file once, under its first name; links followed only inside the scanned root), and the
+/// paths that could not be followed.
+#[derive(Debug, Default)]
+pub struct Inputs {
+    /// (path, other paths of the same file, whether a lockfile pins it).
+    pub files: Vec<(PathBuf, Vec<PathBuf>, bool)>,
+    pub problems: Vec<walk::Problem>,
+}
+
+pub fn collect_files(paths: &[PathBuf]) -> anyhow::Result<Inputs> {
+    let mut out = Inputs::default();
     for p in paths {
-        let m = std::fs::metadata(p).with_context(|| format!("cannot read {}", p.display()))?;
-        walk(p, &m, &mut out, &mut dirs)?;
+        let w = walk::walk(p)?;
+        // A file root is its own path; a directory's files are joined onto it.
+        let is_dir = std::fs::metadata(p).is_ok_and(|m| m.is_dir());
+        let at = |rel: &str| if is_dir { p.join(rel) } else { p.clone() };
+        for f in w.files {
+            let aliases = f.aliases.iter().map(|a| at(a)).collect();
+            out.files
+                .push((f.path, aliases, !is_dir || lockfile::in_lock_scope(&f.rel)));
+        }
+        out.problems.extend(w.problems);
     }
     Ok(out)
+}
+
+/// A report for a path the walk could not follow: suspicious, since what a loader would read
+/// there was not judged.
+fn problem_report(p: &walk::Problem) -> FileReport {
+    let subject = match p {
+        walk::Problem::Dangling { .. } => "dangling symlink",
+        walk::Problem::Outside { .. } => "symlink outside the root",
+        walk::Problem::Unreadable { .. } => "unreadable",
+    };
+    FileReport::new(
+        p.path().to_owned(),
+        sigil_scan::Format::Unknown,
+        0,
+        vec![Finding {
+            verdict: Verdict::Suspicious,
+            category: Category::Structure,
+            inner: String::new(),
+            offset: 0,
+            subject: subject.into(),
+            reason: p.to_string(),
+        }],
+    )
 }
 
 pub fn progress(n: usize, what: &str) -> ProgressBar {
@@ -122,8 +112,8 @@ pub fn run(a: ScanArgs) -> anyhow::Result<ExitCode> {
         Some(l) => Some(Lockfile::load(l)?),
         None => None,
     };
-    let files = collect_files(&a.paths)?;
-    if files.is_empty() {
+    let Inputs { files, problems } = collect_files(&a.paths)?;
+    if files.is_empty() && problems.is_empty() {
         eprintln!("error: no files under {:?}", a.paths);
         return Ok(ExitCode::from(EXIT_ERROR));
     }
@@ -141,9 +131,10 @@ pub fn run(a: ScanArgs) -> anyhow::Result<ExitCode> {
     let reports = digest::par_map(
         &files,
         jobs(a.jobs),
-        |f| {
+        |(f, aliases, lockable)| {
             let mut r = scan_file(f, &cfg);
-            if let Some(d) = &digests {
+            r.aliases.clone_from(aliases);
+            if let Some(d) = digests.as_ref().filter(|_| *lockable) {
                 match digest::sha256_file(f) {
                     Ok((h, _)) => {
                         if !d.contains(h.as_str()) {
@@ -174,6 +165,9 @@ pub fn run(a: ScanArgs) -> anyhow::Result<ExitCode> {
         || pb.inc(1),
     );
     pb.finish_and_clear();
+    let mut reports = reports;
+    reports.extend(problems.iter().map(problem_report));
+    reports.sort_by(|a, b| a.path.cmp(&b.path));
     tracing::debug!(
         files = files.len(),
         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -329,6 +323,10 @@ mod tests {
         );
     }
 
+    fn paths(i: &Inputs) -> Vec<PathBuf> {
+        i.files.iter().map(|f| f.0.clone()).collect()
+    }
+
     #[test]
     fn collects_files_recursively_sorted() {
         let d = tempfile::tempdir().unwrap();
@@ -337,21 +335,26 @@ mod tests {
         std::fs::write(d.path().join("b/.git/config"), b"x").unwrap();
         std::fs::write(d.path().join("a.bin"), b"x").unwrap();
         let f = collect_files(&[d.path().to_owned()]).unwrap();
-        assert_eq!(f, vec![d.path().join("a.bin"), d.path().join("b/x.pkl")]);
+        assert_eq!(
+            paths(&f),
+            vec![d.path().join("a.bin"), d.path().join("b/x.pkl")]
+        );
     }
 
     #[test]
-    fn follows_file_symlinks_and_walks_a_symlink_loop_once() {
+    fn follows_file_symlinks_once_and_walks_a_symlink_loop_once() {
         let d = tempfile::tempdir().unwrap();
         let root = d.path();
         std::fs::create_dir_all(root.join("blobs")).unwrap();
         std::fs::create_dir_all(root.join("snap")).unwrap();
         std::fs::write(root.join("blobs/abc"), b"x").unwrap();
-        // HF cache style: the snapshot file is a symlink to the blob.
         std::os::unix::fs::symlink("../blobs/abc", root.join("snap/model.bin")).unwrap();
         // A loop: snap/up -> .. (the root again).
         std::os::unix::fs::symlink("..", root.join("snap/up")).unwrap();
         let f = collect_files(&[root.to_owned()]).unwrap();
-        assert_eq!(f, vec![root.join("blobs/abc"), root.join("snap/model.bin")]);
+        // One file, two names: scanned once.
+        assert_eq!(paths(&f), vec![root.join("blobs/abc")]);
+        assert_eq!(f.files[0].1, vec![root.join("snap/model.bin")]);
+        assert!(f.problems.is_empty(), "{:?}", f.problems);
     }
 }
