@@ -13,6 +13,7 @@ use sigil_identity::{SpiffeId, SvidError};
 use sigil_policy::{Denial, Policy};
 
 use crate::metrics::Metrics;
+use crate::reload::PolicyStore;
 
 /// Enforce refusals, or only log what would be refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -153,12 +154,20 @@ impl Refusal {
                 rule = %self.rule, "connection refused");
         }
     }
+
+    /// Logs and counts a live connection closed because the new policy or bundle refuses it.
+    pub fn report_close(&self, metrics: &Metrics) {
+        let peer = self.peer.as_deref().unwrap_or("<no identity>");
+        metrics.revoked_close(self.reason);
+        tracing::warn!(peer, target = %self.target, port = self.port, reason = %self.reason,
+            rule = %self.rule, "live connection closed: no longer authorized");
+    }
 }
 
 /// Inbound authorization: may a peer reach `workload` on `port`?
 #[derive(Debug, Clone)]
 pub struct InboundAuthorizer {
-    policy: Arc<Policy>,
+    policy: Arc<PolicyStore>,
     workload: String,
     port: u16,
     mode: Mode,
@@ -169,7 +178,7 @@ pub struct InboundAuthorizer {
 pub struct AllowedBy(pub String);
 
 impl InboundAuthorizer {
-    pub fn new(policy: Arc<Policy>, workload: String, port: u16, mode: Mode) -> Self {
+    pub fn new(policy: Arc<PolicyStore>, workload: String, port: u16, mode: Mode) -> Self {
         Self {
             policy,
             workload,
@@ -186,11 +195,12 @@ impl InboundAuthorizer {
         (&self.workload, self.port)
     }
 
-    /// The policy decision for a verified peer.
+    /// The policy decision for a verified peer, under the policy in force now.
     pub fn authorize(&self, peer: &SpiffeId) -> Result<AllowedBy, Refusal> {
-        match self.policy.authorize(peer, &self.workload, self.port) {
+        let policy = self.policy.current();
+        match policy.authorize(peer, &self.workload, self.port) {
             Ok(flow) => {
-                let idx = self.policy.flows.iter().position(|f| f == flow);
+                let idx = policy.flows.iter().position(|f| f == flow);
                 Ok(AllowedBy(format!(
                     "flows[{}] {} -> {} ports {:?}",
                     idx.map_or_else(|| "?".to_owned(), |i| i.to_string()),
@@ -199,11 +209,11 @@ impl InboundAuthorizer {
                     flow.ports
                 )))
             }
-            Err(d) => Err(self.refusal(peer, &d)),
+            Err(d) => Err(self.refusal(&policy, peer, &d)),
         }
     }
 
-    fn refusal(&self, peer: &SpiffeId, d: &Denial) -> Refusal {
+    fn refusal(&self, policy: &Policy, peer: &SpiffeId, d: &Denial) -> Refusal {
         let reason = match d {
             Denial::ForeignTrustDomain { .. } => Reason::ForeignTrustDomain,
             Denial::UnknownPeer { .. } => Reason::UnknownPeer,
@@ -215,7 +225,7 @@ impl InboundAuthorizer {
             peer: Some(peer.to_string()),
             target: self.workload.clone(),
             port: self.port,
-            rule: format!("policy {}: {d}", self.policy.source.display()),
+            rule: format!("policy {}: {d}", policy.source.display()),
         }
     }
 }

@@ -179,6 +179,8 @@ impl Credentials {
 pub struct CredentialStore {
     current: RwLock<Arc<Credentials>>,
     generation: AtomicU64,
+    /// The generation, for tasks that act on a change (re-authorization after a bundle change).
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl CredentialStore {
@@ -186,6 +188,7 @@ impl CredentialStore {
         Arc::new(Self {
             current: RwLock::new(Arc::new(c)),
             generation: AtomicU64::new(1),
+            changes: tokio::sync::watch::Sender::new(1),
         })
     }
 
@@ -204,7 +207,13 @@ impl CredentialStore {
             Ok(mut g) => *g = c,
             Err(poisoned) => *poisoned.into_inner() = c,
         }
-        self.generation.fetch_add(1, Ordering::Relaxed);
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        self.changes.send_replace(generation);
+    }
+
+    /// Notified on every replacement.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// Increments on every replacement (starts at 1).

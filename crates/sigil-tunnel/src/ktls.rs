@@ -30,9 +30,9 @@ use nix::sys::socket::{ControlMessageOwned, MsgFlags, TlsGetRecordType, recvmsg,
 use rustls::ConnectionTrafficSecrets;
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 
 use crate::handshake::Established;
+use crate::live::Stop;
 use crate::metrics::Metrics;
 use crate::record::{self, PostHandshake};
 use crate::relay::RelayError;
@@ -314,12 +314,12 @@ async fn close_notify(sock: &TcpStream) -> std::io::Result<()> {
     s.shutdown().await
 }
 
-/// Relays over kTLS until both directions close, an error, or `deadline`.
+/// Relays over kTLS until both directions close, an error, or `stop` fires.
 pub(crate) async fn relay(
     tls: TcpStream,
     plain: TcpStream,
     confidentiality_limit: u64,
-    deadline: Instant,
+    mut stop: Stop,
     metrics: Arc<Metrics>,
 ) -> Result<(), RelayError> {
     // No KeyUpdate here: stop before the confidentiality limit (in bytes, at full records).
@@ -330,8 +330,8 @@ pub(crate) async fn relay(
     let mut down = Pipe::new()?;
     let (mut tx_done, mut rx_done) = (false, false);
     let mut sent: u64 = 0;
-    let expiry = tokio::time::sleep_until(deadline);
-    tokio::pin!(expiry);
+    let stopping = stop.wait();
+    tokio::pin!(stopping);
     while !(tx_done && rx_done) {
         tokio::select! {
             r = splice_step(&plain, &tls, &mut up), if !tx_done => match r? {
@@ -367,10 +367,7 @@ pub(crate) async fn relay(
                 }
                 Err(e) => return Err(e.into()),
             },
-            () = &mut expiry => {
-                metrics.expiry_close();
-                return Err(RelayError::Expired);
-            }
+            why = &mut stopping => return Err(crate::relay::stopped(why, &plain, &metrics)),
         }
     }
     Ok(())

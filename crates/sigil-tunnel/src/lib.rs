@@ -15,15 +15,19 @@
 //!    the key schedule (KeyUpdate), and the traffic keys go either to the kernel (kTLS, relayed
 //!    with `splice`) or to [`record`], a TLS 1.3 record layer over aws-lc-rs that encrypts in
 //!    place in large buffers, with one task per direction;
-//! 3. the connection is closed before the peer SVID that authorized it expires.
+//! 3. the connection lives while its peers keep it open and the policy and trust bundle keep
+//!    authorizing it ([`live`]): the peer SVID rotating or expiring does not end it; a policy
+//!    reload or bundle change re-decides every live connection and closes the refused ones.
 
 pub mod authz;
 pub mod creds;
 mod handshake;
 pub mod ktls;
+pub mod live;
 pub mod metrics;
 pub mod record;
 mod relay;
+pub mod reload;
 pub mod run;
 mod server;
 pub mod tls;
@@ -32,7 +36,9 @@ pub mod workload_api;
 
 pub use authz::{Mode, Reason, Refusal};
 pub use creds::{CredError, CredentialStore, Credentials, FileSource};
+pub use live::LiveConnections;
 pub use metrics::Metrics;
+pub use reload::{PolicyStore, Reloaded};
 pub use run::{CredentialSource, Side, TunnelOptions, run_blocking};
 pub use server::{InboundSpec, Limits, OutboundSpec, TunnelError, run_inbound, run_outbound};
 pub use workload_api::WorkloadApiSource;

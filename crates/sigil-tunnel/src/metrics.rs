@@ -49,7 +49,8 @@ pub struct Metrics {
     ktls: AtomicU64,
     bytes_sent: AtomicU64,
     bytes_received: AtomicU64,
-    expiry_closes: AtomicU64,
+    revoked_closes: [AtomicU64; Reason::ALL.len()],
+    max_age_closes: AtomicU64,
     key_updates: AtomicU64,
     failures: [AtomicU64; 3],
     refusals: [AtomicU64; Reason::ALL.len()],
@@ -73,7 +74,8 @@ impl Metrics {
             ktls: AtomicU64::new(0),
             bytes_sent: AtomicU64::new(0),
             bytes_received: AtomicU64::new(0),
-            expiry_closes: AtomicU64::new(0),
+            revoked_closes: Default::default(),
+            max_age_closes: AtomicU64::new(0),
             key_updates: AtomicU64::new(0),
             failures: Default::default(),
             refusals: Default::default(),
@@ -115,8 +117,21 @@ impl Metrics {
         add(&self.bytes_received, n as u64);
     }
 
-    pub(crate) fn expiry_close(&self) {
-        add(&self.expiry_closes, 1);
+    pub(crate) fn revoked_close(&self, r: Reason) {
+        if let Some(c) = self.revoked_closes.get(r.index()) {
+            add(c, 1);
+        }
+    }
+
+    pub(crate) fn max_age_close(&self) {
+        add(&self.max_age_closes, 1);
+    }
+
+    /// Live connections closed because a new policy or bundle refuses them.
+    pub fn revoked_closes(&self, reason: Reason) -> u64 {
+        self.revoked_closes
+            .get(reason.index())
+            .map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
     pub(crate) fn key_update(&self) {
@@ -195,9 +210,20 @@ impl Metrics {
         );
         let _ = writeln!(
             s,
-            "# HELP sigil_tunnel_expiry_closes_total Connections closed because the SVID that authorized them expired.\n# TYPE sigil_tunnel_expiry_closes_total counter\nsigil_tunnel_expiry_closes_total{{tunnel=\"{k}\"}} {}",
-            g(&self.expiry_closes)
+            "# HELP sigil_tunnel_max_age_closes_total Connections closed at --max-connection-age.\n# TYPE sigil_tunnel_max_age_closes_total counter\nsigil_tunnel_max_age_closes_total{{tunnel=\"{k}\"}} {}",
+            g(&self.max_age_closes)
         );
+        let _ = writeln!(
+            s,
+            "# HELP sigil_tunnel_revoked_closes_total Live connections closed because a reloaded policy or a changed trust bundle refuses them, by reason.\n# TYPE sigil_tunnel_revoked_closes_total counter"
+        );
+        for (r, c) in Reason::ALL.iter().zip(&self.revoked_closes) {
+            let _ = writeln!(
+                s,
+                "sigil_tunnel_revoked_closes_total{{tunnel=\"{k}\",reason=\"{r}\"}} {}",
+                g(c)
+            );
+        }
         let _ = writeln!(
             s,
             "# HELP sigil_tunnel_key_updates_total TLS 1.3 KeyUpdates processed.\n# TYPE sigil_tunnel_key_updates_total counter\nsigil_tunnel_key_updates_total{{tunnel=\"{k}\"}} {}",

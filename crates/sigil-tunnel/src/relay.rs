@@ -18,10 +18,10 @@ use std::sync::{Arc, Mutex};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::handshake::{Established, Rekey};
+use crate::live::{Stop, Stopped};
 use crate::metrics::Metrics;
 use crate::record::{
     self, CONTENT_ALERT, CONTENT_APPLICATION_DATA, CONTENT_HANDSHAKE, HEADER_LEN, MAX_PLAINTEXT,
@@ -51,8 +51,10 @@ pub enum RelayError {
     PostHandshake(String),
     #[error("key update: {0}")]
     KeyUpdate(String),
-    #[error("the SVID that authorized this connection expired; closed")]
-    Expired,
+    #[error("closed: no longer authorized ({0})")]
+    Revoked(Box<crate::authz::Refusal>),
+    #[error("closed: the connection reached the maximum age of {0:?} (--max-connection-age)")]
+    MaxAge(std::time::Duration),
     #[error("relay task failed: {0}")]
     Task(String),
 }
@@ -94,7 +96,7 @@ pub(crate) fn confidentiality_limit(est: &Established) -> u64 {
 
 /// Makes the next close of `sock` send a reset (SO_LINGER 0), so the application sees an error
 /// instead of a clean end of stream.
-pub(crate) fn reset_on_close(sock: &TcpStream) {
+pub(crate) fn reset_on_close(sock: &impl std::os::fd::AsFd) {
     let linger = libc::linger {
         l_onoff: 1,
         l_linger: 0,
@@ -111,12 +113,30 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Relays until both directions are closed, an error occurs, or `deadline` passes.
+/// Ends a stopped connection: the plaintext side is reset (through `plain`, a duplicate of its
+/// descriptor), so the application sees an error and not a clean end; the TLS side is closed
+/// when the caller drops it, which the peer tunnel treats as truncation.
+pub(crate) fn stopped(
+    why: Stopped,
+    plain: &impl std::os::fd::AsFd,
+    metrics: &Metrics,
+) -> RelayError {
+    reset_on_close(plain);
+    match why {
+        Stopped::Revoked(r) => RelayError::Revoked(r),
+        Stopped::MaxAge(age) => {
+            metrics.max_age_close();
+            RelayError::MaxAge(age)
+        }
+    }
+}
+
+/// Relays until both directions are closed, an error occurs, or `stop` fires.
 pub(crate) async fn run(
     tls: TcpStream,
     plain: TcpStream,
     est: Established,
-    deadline: Instant,
+    mut stop: Stop,
     metrics: Arc<Metrics>,
 ) -> Result<(), RelayError> {
     let limit = confidentiality_limit(&est);
@@ -127,6 +147,7 @@ pub(crate) async fn run(
     let rx_key = RecordKey::new(rx_seq, &rx_secrets)?;
     drop((tx_secrets, rx_secrets));
     let keys = KeyState::new(rekey, limit);
+    let plain_fd = std::os::fd::AsFd::as_fd(&plain).try_clone_to_owned()?;
     let (tls_r, tls_w) = tls.into_split();
     let (plain_r, plain_w) = plain.into_split();
 
@@ -144,8 +165,8 @@ pub(crate) async fn run(
     let tx = tx_loop(plain_r, tls_w, tx_key, keys, Arc::clone(&metrics));
     tokio::pin!(tx, rx);
     let (mut tx_done, mut rx_done) = (false, false);
-    let expiry = tokio::time::sleep_until(deadline);
-    tokio::pin!(expiry);
+    let stopping = stop.wait();
+    tokio::pin!(stopping);
     while !(tx_done && rx_done) {
         tokio::select! {
             r = &mut tx, if !tx_done => { r?; tx_done = true; }
@@ -153,10 +174,7 @@ pub(crate) async fn run(
                 r.map_err(|e| RelayError::Task(e.to_string()))??;
                 rx_done = true;
             }
-            () = &mut expiry => {
-                metrics.expiry_close();
-                return Err(RelayError::Expired);
-            }
+            why = &mut stopping => return Err(stopped(why, &plain_fd, &metrics)),
         }
     }
     Ok(())
@@ -242,17 +260,36 @@ async fn send_key_update(
 /// Records -> plaintext.
 async fn rx_loop(
     tls_r: OwnedReadHalf,
-    mut plain_w: OwnedWriteHalf,
+    plain_w: OwnedWriteHalf,
     key: RecordKey,
     keys: Arc<KeyState>,
     metrics: Arc<Metrics>,
 ) -> Result<(), RelayError> {
-    let r = rx_inner(&tls_r, &mut plain_w, key, &keys, &metrics).await;
+    let mut guard = NoFinOnDrop(Some(plain_w));
+    let plain_w = guard
+        .0
+        .as_mut()
+        .ok_or_else(|| RelayError::Task("write half missing".to_owned()))?;
+    let r = rx_inner(&tls_r, plain_w, key, &keys, &metrics).await;
     if r.is_err() {
         // Make the application see an error, not a clean end of stream.
         reset_on_close(plain_w.as_ref());
     }
     r
+}
+
+/// Dropping a write half shuts it down (a FIN), which the application would read as a clean end
+/// of stream before the reset of an aborted connection arrives; a clean end is sent explicitly
+/// (after `close_notify`), so the write half is never shut down on drop, also when the task is
+/// aborted (a revoked connection).
+struct NoFinOnDrop(Option<OwnedWriteHalf>);
+
+impl Drop for NoFinOnDrop {
+    fn drop(&mut self) {
+        if let Some(w) = self.0.take() {
+            w.forget();
+        }
+    }
 }
 
 async fn rx_inner(

@@ -1,5 +1,5 @@
-//! Running a tunnel as a process: load credentials, bind, start the credential watcher and the
-//! metrics endpoint, serve until SIGINT/SIGTERM. The binary turns flags into [`TunnelOptions`].
+//! Running a tunnel as a process: load credentials, bind, start the credential watcher, the
+//! policy reload (SIGHUP and file changes) and the metrics endpoint, serve until SIGINT/SIGTERM. The binary turns flags into [`TunnelOptions`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,7 +12,9 @@ use tokio::net::TcpListener;
 use crate::authz::Mode;
 use crate::creds::{CredentialStore, FileSource};
 use crate::ktls::KtlsMode;
+use crate::live::LiveConnections;
 use crate::metrics::{self, Metrics};
+use crate::reload::PolicyStore;
 use crate::server::{InboundSpec, Limits, OutboundSpec, TunnelError, run_inbound, run_outbound};
 use crate::workload_api::WorkloadApiSource;
 
@@ -53,7 +55,7 @@ pub struct TunnelOptions {
     pub policy: Policy,
     /// Where the SVID, key and bundle come from.
     pub credentials: CredentialSource,
-    /// How often the credential files are checked for rotation.
+    /// How often the credential files and the policy file are checked for changes.
     pub reload_interval: Duration,
     /// Where to serve `/metrics`.
     pub metrics: Option<SocketAddr>,
@@ -121,7 +123,10 @@ pub async fn serve(opts: TunnelOptions) -> Result<(), TunnelError> {
         }
     };
     let _watch = AbortOnDrop(watch);
-    let policy = Arc::new(opts.policy);
+    let policy = PolicyStore::new(opts.policy);
+    let _policy_watch = AbortOnDrop(tokio::spawn(
+        Arc::clone(&policy).watch(opts.reload_interval, true)?,
+    ));
     let (kind, tunnel) = match opts.side {
         Side::Inbound {
             listen,
@@ -132,7 +137,7 @@ pub async fn serve(opts: TunnelOptions) -> Result<(), TunnelError> {
         } => {
             let port = match port {
                 Some(p) => p,
-                None => policy_port(&policy, &workload, Some(upstream.port()))?,
+                None => policy_port(&policy.current(), &workload, Some(upstream.port()))?,
             };
             let metrics = Metrics::new("inbound");
             let spec = InboundSpec {
@@ -144,6 +149,7 @@ pub async fn serve(opts: TunnelOptions) -> Result<(), TunnelError> {
                 policy,
                 store,
                 metrics: Arc::clone(&metrics),
+                live: LiveConnections::new(),
                 ktls: opts.ktls,
                 limits: opts.limits,
             };
@@ -157,7 +163,7 @@ pub async fn serve(opts: TunnelOptions) -> Result<(), TunnelError> {
         } => {
             let port = match port {
                 Some(p) => p,
-                None => policy_port(&policy, &to, None)?,
+                None => policy_port(&policy.current(), &to, None)?,
             };
             let remote_addr = tokio::net::lookup_host(&remote)
                 .await
@@ -177,6 +183,7 @@ pub async fn serve(opts: TunnelOptions) -> Result<(), TunnelError> {
                 policy,
                 store,
                 metrics: Arc::clone(&metrics),
+                live: LiveConnections::new(),
                 ktls: opts.ktls,
                 limits: opts.limits,
             };

@@ -8,11 +8,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use rustls_pki_types::CertificateDer;
-use sigil_identity::SpiffeId;
-use sigil_policy::Policy;
+use rustls_pki_types::{CertificateDer, UnixTime};
+use sigil_identity::SvidUsage;
+use sigil_identity::tls::BundleSource;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -22,9 +22,11 @@ use crate::authz::{self, InboundAuthorizer, Mode, Reason, Refusal};
 use crate::creds::CredentialStore;
 use crate::handshake::{self, Established, HandshakeError};
 use crate::ktls::{self, KtlsMode};
+use crate::live::{LiveConnections, Peer, Stop, Verdict};
 use crate::metrics::{Failure, Metrics};
 use crate::relay::{self, RelayError};
-use crate::verify::{inbound_verifier, outbound_verifier};
+use crate::reload::PolicyStore;
+use crate::verify::{OutboundCheck, inbound_verifier, outbound_verifier};
 
 /// Resource limits of one tunnel.
 #[derive(Debug, Clone, Copy)]
@@ -35,8 +37,10 @@ pub struct Limits {
     pub handshake_timeout: Duration,
     /// Connecting to the upstream (inbound) or remote (outbound).
     pub connect_timeout: Duration,
-    /// A connection is closed this long before the peer SVID that authorized it expires.
-    pub expiry_margin: Duration,
+    /// Optional bound on a connection's life. Without it a connection lives as long as its
+    /// peers keep it open and the policy and bundle keep authorizing it; the peer's SVID
+    /// rotating or expiring does not end it.
+    pub max_connection_age: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -45,7 +49,7 @@ impl Default for Limits {
             max_connections: 4096,
             handshake_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
-            expiry_margin: Duration::from_secs(1),
+            max_connection_age: None,
         }
     }
 }
@@ -72,9 +76,11 @@ pub struct InboundSpec {
     /// The port of the workload that flows name (authorization is for this port).
     pub port: u16,
     pub mode: Mode,
-    pub policy: Arc<Policy>,
+    pub policy: Arc<PolicyStore>,
     pub store: Arc<CredentialStore>,
     pub metrics: Arc<Metrics>,
+    /// The live connections, re-authorized when the policy or the bundle changes.
+    pub live: Arc<LiveConnections>,
     pub ktls: KtlsMode,
     pub limits: Limits,
 }
@@ -89,9 +95,10 @@ pub struct OutboundSpec {
     pub to: String,
     /// The target port that flows name.
     pub port: u16,
-    pub policy: Arc<Policy>,
+    pub policy: Arc<PolicyStore>,
     pub store: Arc<CredentialStore>,
     pub metrics: Arc<Metrics>,
+    pub live: Arc<LiveConnections>,
     pub ktls: KtlsMode,
     pub limits: Limits,
 }
@@ -112,20 +119,85 @@ fn use_ktls(mode: KtlsMode) -> bool {
     }
 }
 
-/// Verified identity and expiry of a peer, from the chain the verifier already accepted.
-fn peer_of(certs: &[CertificateDer<'static>]) -> Option<(SpiffeId, SystemTime)> {
+/// The verified peer of a finished handshake, from the chain the verifier already accepted.
+fn peer_of(certs: &[CertificateDer<'static>]) -> Option<Peer> {
     let leaf = certs.first()?;
-    sigil_identity::inspect_leaf(leaf)
-        .ok()
-        .map(|l| (l.spiffe_id, l.not_after))
+    let id = sigil_identity::inspect_leaf(leaf).ok()?.spiffe_id;
+    Some(Peer {
+        id,
+        chain: certs.to_vec(),
+        verified_at: UnixTime::now(),
+    })
 }
 
-fn deadline(not_after: SystemTime, margin: Duration) -> Instant {
-    let left = not_after
-        .duration_since(SystemTime::now())
-        .unwrap_or_default()
-        .saturating_sub(margin);
-    Instant::now() + left
+/// The chain a live connection was authorized with, checked against the bundle in force now, at
+/// the time it was verified: a CA removed from the bundle refuses it, its leaf's expiry since
+/// does not.
+fn recheck_chain(
+    store: &CredentialStore,
+    peer: &Peer,
+    usage: SvidUsage,
+    target: &str,
+    port: u16,
+) -> Result<(), Refusal> {
+    let td = peer.id.trust_domain();
+    let refusal = |reason, rule| Refusal {
+        reason,
+        peer: Some(peer.id.to_string()),
+        target: target.to_owned(),
+        port,
+        rule,
+    };
+    let bundle = store.x509_bundle(&td).ok_or_else(|| {
+        refusal(
+            Reason::ForeignTrustDomain,
+            format!("trust bundle changed: no bundle for trust domain {td} any more"),
+        )
+    })?;
+    sigil_identity::verify_x509_svid(&peer.chain, &bundle, usage, peer.verified_at)
+        .map(|_| ())
+        .map_err(|e| {
+            refusal(
+                Reason::from_svid_error(&e),
+                format!("trust bundle changed: the chain presented at the handshake no longer verifies: {e}"),
+            )
+        })
+}
+
+/// Re-authorizes `live` whenever the policy is reloaded or the trust bundle changes, until
+/// dropped.
+async fn reauthorize_on_change(
+    policy: Arc<PolicyStore>,
+    store: Arc<CredentialStore>,
+    live: Arc<LiveConnections>,
+    metrics: Arc<Metrics>,
+    decide: impl Fn(&Peer) -> Verdict,
+) {
+    let mut policies = policy.subscribe();
+    let mut creds = store.subscribe();
+    let mut bundle = Arc::clone(store.current().bundle());
+    loop {
+        let why = tokio::select! {
+            r = policies.changed() => match r {
+                Ok(()) => "policy reloaded",
+                Err(_) => return,
+            },
+            r = creds.changed() => match r {
+                Ok(()) => {
+                    let now = Arc::clone(store.current().bundle());
+                    if now == bundle {
+                        continue;
+                    }
+                    bundle = now;
+                    "trust bundle changed"
+                }
+                Err(_) => return,
+            },
+        };
+        let before = live.len();
+        let closed = live.reauthorize(&metrics, &decide);
+        tracing::info!(why, live = before, closed, "re-authorized live connections");
+    }
 }
 
 /// Logs a failed handshake as a refusal unless the verifier already did.
@@ -153,7 +225,7 @@ async fn relay_conn(
     tls: TcpStream,
     plain: TcpStream,
     est: Established,
-    deadline: Instant,
+    stop: Stop,
     ktls_on: bool,
     metrics: &Arc<Metrics>,
 ) {
@@ -164,21 +236,21 @@ async fn relay_conn(
                 metrics.ktls();
                 let limit = relay::confidentiality_limit(&est);
                 drop(est);
-                ktls::relay(tls, plain, limit, deadline, Arc::clone(metrics)).await
+                ktls::relay(tls, plain, limit, stop, Arc::clone(metrics)).await
             }
             Err(e) => {
                 tracing::warn!(error = %e, "kernel TLS setup failed for this connection; using user space");
-                relay::run(tls, plain, est, deadline, Arc::clone(metrics)).await
+                relay::run(tls, plain, est, stop, Arc::clone(metrics)).await
             }
         }
     } else {
-        relay::run(tls, plain, est, deadline, Arc::clone(metrics)).await
+        relay::run(tls, plain, est, stop, Arc::clone(metrics)).await
     };
     match result {
         Ok(()) => tracing::debug!("connection closed"),
-        Err(RelayError::Expired) => {
-            tracing::info!("closed: the peer SVID that authorized this connection expired")
-        }
+        // Logged with peer, target and rule when it was decided.
+        Err(RelayError::Revoked(_)) => tracing::debug!("closed: no longer authorized"),
+        Err(e @ RelayError::MaxAge(_)) => tracing::info!("{e}"),
         Err(e) => {
             metrics.failure(Failure::Relay);
             tracing::info!(error = %e, "connection ended with an error");
@@ -238,6 +310,15 @@ async fn handshake_within<S: handshake::Side>(
     })
 }
 
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Runs the inbound end until the task is dropped.
 pub async fn run_inbound(spec: InboundSpec) -> Result<(), TunnelError> {
     let InboundSpec {
@@ -249,13 +330,15 @@ pub async fn run_inbound(spec: InboundSpec) -> Result<(), TunnelError> {
         policy,
         store,
         metrics,
+        live,
         ktls,
         limits,
     } = spec;
-    let w = policy.workload(&workload).ok_or_else(|| {
+    let current = policy.current();
+    let w = current.workload(&workload).ok_or_else(|| {
         TunnelError::Config(format!(
             "workload {workload:?} is not declared in {}; hint: `sigil policy check` lists them",
-            policy.source.display()
+            current.source.display()
         ))
     })?;
     let own = store.current().spiffe_id().clone();
@@ -273,7 +356,7 @@ pub async fn run_inbound(spec: InboundSpec) -> Result<(), TunnelError> {
         );
     }
     let authz = InboundAuthorizer::new(Arc::clone(&policy), workload.clone(), port, mode);
-    let verifier = inbound_verifier(Arc::clone(&store), authz, Arc::clone(&metrics));
+    let verifier = inbound_verifier(Arc::clone(&store), authz.clone(), Arc::clone(&metrics));
     let config = crate::tls::server_config(&store, verifier)?;
     let ktls_on = use_ktls(ktls);
     if mode == Mode::DryRun {
@@ -281,12 +364,34 @@ pub async fn run_inbound(spec: InboundSpec) -> Result<(), TunnelError> {
             "dry-run: policy refusals are logged but not enforced (chain failures are still refused)"
         );
     }
+    let decide = {
+        let store = Arc::clone(&store);
+        let workload = workload.clone();
+        move |peer: &Peer| {
+            if let Err(r) = recheck_chain(&store, peer, SvidUsage::Client, &workload, port) {
+                return Verdict::Close(r);
+            }
+            match authz.authorize(&peer.id) {
+                Ok(_) => Verdict::Keep,
+                Err(r) if authz.mode() == Mode::DryRun => Verdict::WouldClose(r),
+                Err(r) => Verdict::Close(r),
+            }
+        }
+    };
+    let _reauth = AbortOnDrop(tokio::spawn(reauthorize_on_change(
+        Arc::clone(&policy),
+        Arc::clone(&store),
+        Arc::clone(&live),
+        Arc::clone(&metrics),
+        decide,
+    )));
     tracing::info!(listen = %listener.local_addr()?, %upstream, workload, port, id = %own, "inbound tunnel ready");
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     loop {
         let (permit, mut sock, remote) = accept(&listener, &permits, &metrics).await?;
         let config = Arc::clone(&config);
         let metrics = Arc::clone(&metrics);
+        let live = Arc::clone(&live);
         let workload = workload.clone();
         let span = tracing::info_span!("inbound", %remote);
         tokio::spawn(
@@ -299,19 +404,19 @@ pub async fn run_inbound(spec: InboundSpec) -> Result<(), TunnelError> {
                     Err(e) => return report_handshake_failure(&e, &workload, port, &metrics),
                 };
                 metrics.handshake(started.elapsed());
-                let Some((peer, not_after)) = peer_of(&est.peer_certs) else {
+                let Some(peer) = peer_of(&est.peer_certs) else {
                     return tracing::error!("handshake finished without a verified client SVID; closing");
                 };
                 let plain = match connect(upstream, limits.connect_timeout).await {
                     Ok(s) => s,
                     Err(e) => {
                         metrics.failure(Failure::Upstream);
-                        return tracing::warn!(%peer, %upstream, error = %e, "upstream unavailable; closing the client connection");
+                        return tracing::warn!(peer = %peer.id, %upstream, error = %e, "upstream unavailable; closing the client connection");
                     }
                 };
-                tracing::debug!(%peer, suite = ?est.suite.suite(), kx = ?est.kx_group, "connection authorized");
-                let deadline = deadline(not_after, limits.expiry_margin);
-                relay_conn(sock, plain, est, deadline, ktls_on, &metrics).await;
+                tracing::debug!(peer = %peer.id, suite = ?est.suite.suite(), kx = ?est.kx_group, "connection authorized");
+                let stop = live.register(peer, limits.max_connection_age);
+                relay_conn(sock, plain, est, stop, ktls_on, &metrics).await;
             }
             .instrument(span),
         );
@@ -328,32 +433,55 @@ pub async fn run_outbound(spec: OutboundSpec) -> Result<(), TunnelError> {
         policy,
         store,
         metrics,
+        live,
         ktls,
         limits,
     } = spec;
     let own = store.current().spiffe_id().clone();
-    let expected = authz::expected_server(&policy, &own, &to, port).map_err(|r| {
+    let current = policy.current();
+    let expected = authz::expected_server(&current, &own, &to, port).map_err(|r| {
         r.report(&metrics, false);
         TunnelError::Config(format!(
             "{r}; hint: add a flow to {}",
-            policy.source.display()
+            current.source.display()
         ))
     })?;
-    let verifier = outbound_verifier(
-        Arc::clone(&store),
-        expected.clone(),
-        to.clone(),
+    let check = Arc::new(OutboundCheck {
+        policy: Arc::clone(&policy),
+        own: own.clone(),
+        target: to.clone(),
         port,
-        Arc::clone(&metrics),
-    );
+        metrics: Arc::clone(&metrics),
+    });
+    let verifier = outbound_verifier(Arc::clone(&store), Arc::clone(&check));
     let config = crate::tls::client_config(&store, verifier)?;
     let ktls_on = use_ktls(ktls);
+    let decide = {
+        let store = Arc::clone(&store);
+        move |peer: &Peer| {
+            if let Err(r) = recheck_chain(&store, peer, SvidUsage::Server, &check.target, port) {
+                return Verdict::Close(r);
+            }
+            match check.decide(&peer.id) {
+                Ok(()) => Verdict::Keep,
+                Err(r) => Verdict::Close(r),
+            }
+        }
+    };
+    let _reauth = AbortOnDrop(tokio::spawn(reauthorize_on_change(
+        Arc::clone(&policy),
+        Arc::clone(&store),
+        Arc::clone(&live),
+        Arc::clone(&metrics),
+        decide,
+    )));
     tracing::info!(listen = %listener.local_addr()?, %remote, to, port, %expected, id = %own, "outbound tunnel ready");
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     loop {
         let (permit, plain, local) = accept(&listener, &permits, &metrics).await?;
         let config = Arc::clone(&config);
         let metrics = Arc::clone(&metrics);
+        let live = Arc::clone(&live);
         let to = to.clone();
         let span = tracing::info_span!("outbound", %local);
         tokio::spawn(
@@ -379,15 +507,15 @@ pub async fn run_outbound(spec: OutboundSpec) -> Result<(), TunnelError> {
                     }
                 };
                 metrics.handshake(started.elapsed());
-                let Some((peer, not_after)) = peer_of(&est.peer_certs) else {
+                let Some(peer) = peer_of(&est.peer_certs) else {
                     relay::reset_on_close(&plain);
                     return tracing::error!(
                         "handshake finished without a verified server SVID; closing"
                     );
                 };
-                tracing::debug!(%peer, suite = ?est.suite.suite(), kx = ?est.kx_group, "connected");
-                let deadline = deadline(not_after, limits.expiry_margin);
-                relay_conn(tls, plain, est, deadline, ktls_on, &metrics).await;
+                tracing::debug!(peer = %peer.id, suite = ?est.suite.suite(), kx = ?est.kx_group, "connected");
+                let stop = live.register(peer, limits.max_connection_age);
+                relay_conn(tls, plain, est, stop, ktls_on, &metrics).await;
             }
             .instrument(span),
         );

@@ -14,9 +14,10 @@ use sigil_identity::tls::{
 };
 use sigil_identity::{SpiffeId, SvidError, VerifiedX509Svid};
 
-use crate::authz::{InboundAuthorizer, Mode, Reason, Refusal};
+use crate::authz::{self, InboundAuthorizer, Mode, Reason, Refusal};
 use crate::creds::CredentialStore;
 use crate::metrics::Metrics;
+use crate::reload::PolicyStore;
 
 fn claimed_id(leaf: &CertificateDer<'_>) -> Option<String> {
     sigil_identity::inspect_leaf(leaf)
@@ -86,56 +87,68 @@ pub(crate) fn inbound_verifier(
     SpiffeClientCertVerifier::with_check(store, InboundCheck { authz, metrics })
 }
 
-/// Client side: require the server identity the policy expects for the target.
+/// Client side: require the server identity the policy in force expects for the target.
 #[derive(Debug)]
 pub(crate) struct OutboundCheck {
-    expected: SpiffeId,
-    target: String,
-    port: u16,
-    metrics: Arc<Metrics>,
+    pub(crate) policy: Arc<PolicyStore>,
+    /// This workload's SPIFFE ID (the tunnel refuses to start with another).
+    pub(crate) own: SpiffeId,
+    pub(crate) target: String,
+    pub(crate) port: u16,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
-impl PeerCheck for OutboundCheck {
-    fn chain_refused(&self, leaf: &CertificateDer<'_>, err: SvidError) -> Error {
-        refuse_chain(&self.metrics, leaf, err, &self.target, self.port, "server")
-    }
-
-    fn check_identity(&self, svid: &VerifiedX509Svid) -> Result<(), Error> {
-        if svid.spiffe_id() == &self.expected {
+impl OutboundCheck {
+    /// The policy decision for a verified server identity: a flow from this workload to the
+    /// target must exist, and the server must be the target's SPIFFE ID.
+    pub(crate) fn decide(&self, server: &SpiffeId) -> Result<(), Refusal> {
+        let policy = self.policy.current();
+        let expected = authz::expected_server(&policy, &self.own, &self.target, self.port)?;
+        if server == &expected {
             return Ok(());
         }
-        Refusal {
+        Err(Refusal {
             reason: Reason::UnexpectedServer,
-            peer: Some(svid.spiffe_id().to_string()),
+            peer: Some(server.to_string()),
             target: self.target.clone(),
             port: self.port,
             rule: format!(
-                "policy: workload {:?} is {}, the server presented {}",
+                "policy {}: workload {:?} is {expected}, the server presented {server}",
+                policy.source.display(),
                 self.target,
-                self.expected,
-                svid.spiffe_id()
             ),
-        }
-        .report(&self.metrics, false);
-        Err(policy_refusal())
+        })
     }
 }
 
-/// The outbound verifier: the server's SVID is verified, then must be `expected`.
+/// The check as the verifier holds it (shared with the re-authorization of live connections).
+#[derive(Debug)]
+pub(crate) struct SharedOutbound(pub(crate) Arc<OutboundCheck>);
+
+impl PeerCheck for SharedOutbound {
+    fn chain_refused(&self, leaf: &CertificateDer<'_>, err: SvidError) -> Error {
+        refuse_chain(
+            &self.0.metrics,
+            leaf,
+            err,
+            &self.0.target,
+            self.0.port,
+            "server",
+        )
+    }
+
+    fn check_identity(&self, svid: &VerifiedX509Svid) -> Result<(), Error> {
+        self.0.decide(svid.spiffe_id()).map_err(|r| {
+            r.report(&self.0.metrics, false);
+            policy_refusal()
+        })
+    }
+}
+
+/// The outbound verifier: the server's SVID is verified, then must be what the policy expects.
 pub(crate) fn outbound_verifier(
     store: Arc<CredentialStore>,
-    expected: SpiffeId,
-    target: String,
-    port: u16,
-    metrics: Arc<Metrics>,
-) -> Arc<SpiffeServerCertVerifier<OutboundCheck>> {
-    SpiffeServerCertVerifier::with_check(
-        store,
-        OutboundCheck {
-            expected,
-            target,
-            port,
-            metrics,
-        },
-    )
+    check: Arc<OutboundCheck>,
+) -> Arc<SpiffeServerCertVerifier<SharedOutbound>> {
+    SpiffeServerCertVerifier::with_check(store, SharedOutbound(check))
 }

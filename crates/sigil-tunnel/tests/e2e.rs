@@ -253,6 +253,7 @@ async fn monitoring_cannot_open_an_outbound_to_the_vector_db() {
         policy: policy(),
         store: Arc::clone(&prom.store),
         metrics: Arc::clone(&metrics),
+        live: sigil_tunnel::LiveConnections::new(),
         ktls: sigil_tunnel::ktls::KtlsMode::Off,
         limits: Limits::default(),
     })
@@ -391,36 +392,340 @@ async fn upstream_down_closes_cleanly() {
     wait_log(&["remote unavailable"]).await;
 }
 
+/// An upstream that hashes everything it receives and answers with the SHA-256 and the length
+/// (8 bytes, big endian) once the client half-closes.
+async fn hash_sink() -> (std::net::SocketAddr, Task) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let t = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+                let mut buf = vec![0u8; 256 * 1024];
+                let mut total = 0u64;
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            ctx.update(&buf[..n]);
+                            total += n as u64;
+                        }
+                        Err(_) => return,
+                    }
+                }
+                let mut out = ctx.finish().as_ref().to_vec();
+                out.extend_from_slice(&total.to_be_bytes());
+                let _ = s.write_all(&out).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    (addr, Task(t))
+}
+
+/// Waits until `store` reaches `generation`.
+async fn wait_generation(store: &sigil_tunnel::CredentialStore, generation: u64) {
+    wait_for(&format!("credential generation {generation}"), || {
+        store.generation() >= generation
+    })
+    .await;
+}
+
+/// Issue 18: a long transfer (320 MiB, rate-limited to last ~7 s) runs across two SVID
+/// rotations of both ends and past the expiry of both ends' first SVIDs (4 s TTL), checksummed
+/// end to end. Before, the inbound closed the connection 1 s before the client's SVID expired.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connection_closed_before_authorizing_svid_expires() {
+async fn transfer_survives_two_rotations_and_first_svid_expiry() {
     let _g = serial();
     let pki = Pki::new(TD);
-    let (echo, _e) = echo_server().await;
-    let server = Creds::new(&pki.svid(VECTOR_DB), &pki.bundle_pem());
-    // The client SVID expires in 4 s; the inbound closes 1 s before.
-    let client = Creds::new(&pki.svid_between(RAG_API, -60, 4), &pki.bundle_pem());
-    let inb = inbound(&server, echo, Mode::Enforce, fast_limits()).await;
+    let (sink, _sink) = hash_sink().await;
+    let ttl = 4;
+    let server = Creds::new(&pki.svid_between(VECTOR_DB, -60, ttl), &pki.bundle_pem());
+    let client = Creds::new(&pki.svid_between(RAG_API, -60, ttl), &pki.bundle_pem());
+    let (_w1, _w2) = (server.watch(), client.watch());
+    let inb = inbound(&server, sink, Mode::Enforce, fast_limits()).await;
     let out = outbound(&client, inb.addr, "vector-db", 6333, fast_limits()).await;
-    let started = Instant::now();
-    let mut s = tokio::net::TcpStream::connect(out.addr).await.unwrap();
+    let first_expiry = Instant::now() + Duration::from_secs(ttl as u64);
+
+    const CHUNK: usize = 1024 * 1024;
+    const CHUNKS: u64 = 320;
+    let block: Vec<u8> = (0..CHUNK as u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+        .collect();
+    let s = tokio::net::TcpStream::connect(out.addr).await.unwrap();
+    let (mut r, mut w) = s.into_split();
+    let writer = tokio::spawn(async move {
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        let mut chunk = block;
+        let started = Instant::now();
+        for i in 0..CHUNKS {
+            // Each chunk differs (its index in the first 8 bytes): a lost, repeated or
+            // reordered chunk changes the digest.
+            chunk[..8].copy_from_slice(&i.to_be_bytes());
+            ctx.update(&chunk);
+            w.write_all(&chunk).await.unwrap();
+            // ~46 MiB/s: the transfer lasts ~7 s, past the first SVIDs' expiry.
+            let due = started + Duration::from_millis(i * 7000 / CHUNKS);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        w.shutdown().await.unwrap();
+        ctx.finish().as_ref().to_vec()
+    });
+    // Two rotations of both ends, with new keys, mid-transfer; the second SVIDs are short too.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    write_creds(
+        &server.path(),
+        &pki.svid_between(VECTOR_DB, -60, 2 * ttl),
+        &pki.bundle_pem(),
+    );
+    write_creds(
+        &client.path(),
+        &pki.svid_between(RAG_API, -60, 2 * ttl),
+        &pki.bundle_pem(),
+    );
+    wait_generation(&server.store, 2).await;
+    wait_generation(&client.store, 2).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    write_creds(&server.path(), &pki.svid(VECTOR_DB), &pki.bundle_pem());
+    write_creds(&client.path(), &pki.svid(RAG_API), &pki.bundle_pem());
+    wait_generation(&server.store, 3).await;
+    wait_generation(&client.store, 3).await;
+    assert!(
+        !writer.is_finished(),
+        "transfer too short to span the rotations"
+    );
+    // Past the first SVIDs' expiry, the connection still carries data.
+    tokio::time::sleep_until((first_expiry + Duration::from_millis(500)).into()).await;
+    assert!(
+        !writer.is_finished(),
+        "transfer finished before the first SVIDs expired"
+    );
+    assert_eq!(inb.live.len(), 1);
+    let sent_digest = writer.await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), r.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.len(), 40, "the upstream's digest did not come back");
+    assert_eq!(&answer[32..], &(CHUNKS * CHUNK as u64).to_be_bytes());
+    assert_eq!(&answer[..32], &sent_digest[..], "data changed in transit");
+    // A new connection authenticates with the third SVIDs.
+    assert_eq!(roundtrip(out.addr, b"").await.unwrap().len(), 40);
+    for reason in Reason::ALL {
+        assert_eq!(inb.metrics.revoked_closes(reason), 0, "{reason}");
+        assert_eq!(out.metrics.revoked_closes(reason), 0, "{reason}");
+    }
+}
+
+/// The example policy with the rag-api -> vector-db flow moved from port 6333 to 6334.
+fn policy_without_rag_to_vector_db_6333() -> String {
+    let from = "{ from: rag-api, to: vector-db, ports: [6333]";
+    assert!(POLICY_TEXT.contains(from));
+    POLICY_TEXT.replace(from, "{ from: rag-api, to: vector-db, ports: [6334]")
+}
+
+/// The example policy plus an unrelated flow.
+fn policy_with_an_extra_flow() -> String {
+    let at = "  - { from: grafana, to: prometheus, ports: [9090] }\n";
+    assert!(POLICY_TEXT.contains(at));
+    POLICY_TEXT.replace(
+        at,
+        &format!("{at}  - {{ from: grafana, to: inference, ports: [8002] }}\n"),
+    )
+}
+
+/// An idle connection through the pair: returns the client socket after one echo.
+async fn open_idle(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(b"ping").await.unwrap();
     let mut buf = [0u8; 4];
     s.read_exact(&mut buf).await.unwrap();
     assert_eq!(&buf, b"ping");
-    // Keep the connection idle; the tunnel must end it before the SVID expires.
+    s
+}
+
+/// Issue 18: a policy reload re-decides live connections: one that keeps the flow leaves the
+/// connection alone; one that removes it closes the connection within a second, with a log line
+/// naming the peer, the target and the rule; a policy that does not load is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_reload_closes_only_connections_it_refuses() {
+    let _g = serial();
+    let pki = Pki::new(TD);
+    let (echo, _e) = echo_server().await;
+    let server = Creds::new(&pki.svid(VECTOR_DB), &pki.bundle_pem());
+    let client = Creds::new(&pki.svid(RAG_API), &pki.bundle_pem());
+    let file = PolicyFile::new(POLICY_TEXT);
+    let _watch = file.watch(false);
+    let inb = inbound_with(
+        &server,
+        echo,
+        "vector-db",
+        6333,
+        Mode::Enforce,
+        fast_limits(),
+        Arc::clone(&file.store),
+    )
+    .await;
+    let out = outbound(&client, inb.addr, "vector-db", 6333, fast_limits()).await;
+    let mut s = open_idle(out.addr).await;
+
+    // A reload that keeps the flow: the connection stays.
+    file.write(&policy_with_an_extra_flow());
+    wait_log(&["policy reloaded", "file changed"]).await;
+    wait_log(&["re-authorized live connections", "closed=0"]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.write_all(b"pong").await.unwrap();
+    let mut buf = [0u8; 4];
+    s.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"pong");
+
+    // A policy that does not load: refused, the current one stays, the connection too.
+    file.write("flows: [ { from: rag-api\n");
+    wait_log(&["new policy refused", "the current policy stays in force"]).await;
+    assert!(file.store.current().flows.len() > 1);
+    s.write_all(b"ping").await.unwrap();
+    s.read_exact(&mut buf).await.unwrap();
+
+    // A reload that removes the flow: closed within a second.
+    file.write(&policy_without_rag_to_vector_db_6333());
+    let started = Instant::now();
     let mut rest = Vec::new();
-    let r = tokio::time::timeout(Duration::from_secs(8), s.read_to_end(&mut rest)).await;
-    assert!(r.is_ok(), "connection outlived its SVID");
+    let r = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut rest)).await;
     let took = started.elapsed();
     assert!(
-        took < Duration::from_secs(4) && took > Duration::from_millis(1500),
-        "{took:?}"
+        r.is_ok(),
+        "the live connection survived a policy that refuses it"
     );
-    wait_log(&["closed: the peer SVID that authorized this connection expired"]).await;
+    assert!(
+        r.unwrap().is_err(),
+        "closed as a clean end of stream, not an error"
+    );
+    assert!(took < Duration::from_secs(1), "closed after {took:?}");
+    let line = wait_log(&[
+        "live connection closed: no longer authorized",
+        RAG_API,
+        "reason=no_flow",
+    ])
+    .await;
+    assert!(line.contains("target=vector-db"), "{line}");
+    assert!(line.contains("port=6333"), "{line}");
+    assert!(line.contains("sigil.yaml"), "{line}");
+    assert_eq!(inb.metrics.revoked_closes(Reason::NoFlow), 1);
+    wait_for("no live connection", || inb.live.is_empty()).await;
+    // New connections are refused by the new policy.
+    let fresh = raw_client(inb.addr, Some(&pki.svid(RAG_API)), b"x").await;
+    assert!(fresh.data.is_empty());
+}
+
+/// SIGHUP reloads the policy (a file change the poll could not see: same size, mtime kept).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_policy() {
+    let _g = serial();
+    let file = PolicyFile::new(POLICY_TEXT);
+    let mtime = std::fs::metadata(file.path()).unwrap().modified().unwrap();
+    let _watch = file.watch(true);
+    let text = POLICY_TEXT.replace("ports: [6333]", "ports: [6334]");
+    assert_eq!(text.len(), POLICY_TEXT.len());
+    std::fs::write(file.path(), &text).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(file.path())
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = file.store.current();
+    assert!(before.flows.iter().any(|f| f.ports.contains(&6333)));
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &std::process::id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_for("the policy reloaded on SIGHUP", || {
+        !file
+            .store
+            .current()
+            .flows
+            .iter()
+            .any(|f| f.ports.contains(&6333))
+    })
+    .await;
+    wait_log(&["policy reloaded", "SIGHUP"]).await;
+}
+
+/// Issue 18: a CA removed from the trust bundle closes the connections whose chain leads to it,
+/// and only those.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ca_removed_from_bundle_closes_its_connections() {
+    let _g = serial();
+    let (old_ca, new_ca) = (Pki::named(TD, "old CA"), Pki::named(TD, "new CA"));
+    let both = format!("{}{}", new_ca.bundle_pem(), old_ca.bundle_pem());
+    let (echo, _e) = echo_server().await;
+    let server = Creds::new(&new_ca.svid(VECTOR_DB), &both);
+    let _w = server.watch();
+    let inb = inbound(&server, echo, Mode::Enforce, fast_limits()).await;
+    let old_client = Creds::new(&old_ca.svid(RAG_API), &both);
+    let new_client = Creds::new(&new_ca.svid(RAG_API), &both);
+    let out_old = outbound(&old_client, inb.addr, "vector-db", 6333, fast_limits()).await;
+    let out_new = outbound(&new_client, inb.addr, "vector-db", 6333, fast_limits()).await;
+    let mut s_old = open_idle(out_old.addr).await;
+    let mut s_new = open_idle(out_new.addr).await;
+    assert_eq!(inb.live.len(), 2);
+    // The old CA leaves the server's bundle (same SVID, new bundle file).
+    write_creds(
+        &server.path(),
+        &new_ca.svid(VECTOR_DB),
+        &new_ca.bundle_pem(),
+    );
+    let mut rest = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(3), s_old.read_to_end(&mut rest)).await;
+    assert!(r.is_ok(), "a connection under the removed CA survived");
+    let line = wait_log(&[
+        "live connection closed: no longer authorized",
+        "untrusted_ca",
+    ])
+    .await;
+    assert!(
+        line.contains(RAG_API) && line.contains("trust bundle changed"),
+        "{line}"
+    );
+    s_new.write_all(b"pong").await.unwrap();
+    let mut buf = [0u8; 4];
+    s_new.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"pong");
+    assert_eq!(inb.live.len(), 1);
+}
+
+/// `--max-connection-age` closes a connection at that age, counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connection_age_closes() {
+    let _g = serial();
+    let pki = Pki::new(TD);
+    let (echo, _e) = echo_server().await;
+    let server = Creds::new(&pki.svid(VECTOR_DB), &pki.bundle_pem());
+    let client = Creds::new(&pki.svid(RAG_API), &pki.bundle_pem());
+    let limits = Limits {
+        max_connection_age: Some(Duration::from_millis(800)),
+        ..fast_limits()
+    };
+    let inb = inbound(&server, echo, Mode::Enforce, limits).await;
+    let out = outbound(&client, inb.addr, "vector-db", 6333, fast_limits()).await;
+    let started = Instant::now();
+    let mut s = open_idle(out.addr).await;
+    let mut rest = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut rest)).await;
+    assert!(r.is_ok(), "outlived its maximum age");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(700), "{took:?}");
+    wait_log(&["maximum age of 800ms"]).await;
     assert!(
         inb.metrics
             .render()
-            .contains("sigil_tunnel_expiry_closes_total{tunnel=\"inbound\"} 1")
+            .contains("sigil_tunnel_max_age_closes_total{tunnel=\"inbound\"} 1")
     );
 }
 

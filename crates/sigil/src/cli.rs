@@ -385,6 +385,10 @@ pub struct TunnelCommonArgs {
     /// Most connections at once; accepting pauses at the limit.
     #[arg(long, default_value_t = 4096)]
     pub max_connections: usize,
+    /// Close connections at this age (e.g. 24h); default: no limit (a connection lives while
+    /// the policy and trust bundle authorize it, across the peer's SVID rotation and expiry).
+    #[arg(long, value_name = "DURATION")]
+    pub max_connection_age: Option<String>,
     /// Drop peers that have not finished the handshake in this time (e.g. 10s).
     #[arg(long, default_value = "10s")]
     pub handshake_timeout: String,

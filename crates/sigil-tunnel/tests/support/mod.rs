@@ -18,7 +18,10 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use sigil_policy::Policy;
 use sigil_tunnel::ktls::KtlsMode;
-use sigil_tunnel::{CredentialStore, FileSource, InboundSpec, Limits, Metrics, Mode, OutboundSpec};
+use sigil_tunnel::{
+    CredentialStore, FileSource, InboundSpec, Limits, LiveConnections, Metrics, Mode, OutboundSpec,
+    PolicyStore,
+};
 use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -193,9 +196,48 @@ pub fn write_creds(dir: &Path, svid: &Svid, bundle_pem: &str) {
     }
 }
 
-pub fn policy() -> Arc<Policy> {
-    let text = include_str!("../../../../examples/ai-platform/sigil.yaml");
-    Arc::new(Policy::parse(text, Path::new("examples/ai-platform/sigil.yaml")).unwrap())
+pub const POLICY_TEXT: &str = include_str!("../../../../examples/ai-platform/sigil.yaml");
+
+/// The example platform's policy, in a store of its own.
+pub fn policy() -> Arc<PolicyStore> {
+    PolicyStore::new(
+        Policy::parse(POLICY_TEXT, Path::new("examples/ai-platform/sigil.yaml")).unwrap(),
+    )
+}
+
+/// A policy file in its own directory (for reloads), and its store.
+pub struct PolicyFile {
+    pub dir: tempfile::TempDir,
+    pub store: Arc<PolicyStore>,
+}
+
+impl PolicyFile {
+    pub fn new(text: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sigil.yaml");
+        std::fs::write(&path, text).unwrap();
+        let store = PolicyStore::new(Policy::load(&path).unwrap());
+        Self { dir, store }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("sigil.yaml")
+    }
+
+    /// Replaces the file atomically (temp + rename), as a config-map update does.
+    pub fn write(&self, text: &str) {
+        let tmp = self.dir.path().join(".sigil.yaml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, self.path()).unwrap();
+    }
+
+    /// Starts the reload watcher (file changes every 50 ms, and SIGHUP when asked).
+    pub fn watch(&self, sighup: bool) -> Task {
+        let fut = Arc::clone(&self.store)
+            .watch(Duration::from_millis(50), sighup)
+            .unwrap();
+        Task(tokio::spawn(fut))
+    }
 }
 
 // ---------- servers ----------
@@ -265,6 +307,7 @@ impl Creds {
 pub struct Inbound {
     pub addr: SocketAddr,
     pub metrics: Arc<Metrics>,
+    pub live: Arc<LiveConnections>,
     _task: Task,
 }
 
@@ -280,19 +323,33 @@ pub async fn inbound_for(
     mode: Mode,
     limits: Limits,
 ) -> Inbound {
+    inbound_with(creds, upstream, workload, port, mode, limits, policy()).await
+}
+
+pub async fn inbound_with(
+    creds: &Creds,
+    upstream: SocketAddr,
+    workload: &str,
+    port: u16,
+    mode: Mode,
+    limits: Limits,
+    policy: Arc<PolicyStore>,
+) -> Inbound {
     init_logs();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let metrics = Metrics::new("inbound");
+    let live = LiveConnections::new();
     let spec = InboundSpec {
         listener,
         upstream,
         workload: workload.to_owned(),
         port,
         mode,
-        policy: policy(),
+        policy,
         store: Arc::clone(&creds.store),
         metrics: Arc::clone(&metrics),
+        live: Arc::clone(&live),
         ktls: KtlsMode::Auto,
         limits,
     };
@@ -304,6 +361,7 @@ pub async fn inbound_for(
     Inbound {
         addr,
         metrics,
+        live,
         _task: Task(task),
     }
 }
@@ -311,6 +369,7 @@ pub async fn inbound_for(
 pub struct Outbound {
     pub addr: SocketAddr,
     pub metrics: Arc<Metrics>,
+    pub live: Arc<LiveConnections>,
     _task: Task,
 }
 
@@ -321,18 +380,31 @@ pub async fn outbound(
     port: u16,
     limits: Limits,
 ) -> Outbound {
+    outbound_with(creds, remote, to, port, limits, policy()).await
+}
+
+pub async fn outbound_with(
+    creds: &Creds,
+    remote: SocketAddr,
+    to: &str,
+    port: u16,
+    limits: Limits,
+    policy: Arc<PolicyStore>,
+) -> Outbound {
     init_logs();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let metrics = Metrics::new("outbound");
+    let live = LiveConnections::new();
     let spec = OutboundSpec {
         listener,
         remote,
         to: to.to_owned(),
         port,
-        policy: policy(),
+        policy,
         store: Arc::clone(&creds.store),
         metrics: Arc::clone(&metrics),
+        live: Arc::clone(&live),
         ktls: KtlsMode::Auto,
         limits,
     };
@@ -344,6 +416,7 @@ pub async fn outbound(
     Outbound {
         addr,
         metrics,
+        live,
         _task: Task(task),
     }
 }

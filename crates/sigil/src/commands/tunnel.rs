@@ -27,6 +27,11 @@ fn options(side: Side, common: TunnelCommonArgs) -> anyhow::Result<Option<Tunnel
     let limits = Limits {
         max_connections: common.max_connections.max(1),
         handshake_timeout: duration("handshake-timeout", &common.handshake_timeout)?,
+        max_connection_age: common
+            .max_connection_age
+            .as_deref()
+            .map(|v| duration("max-connection-age", v))
+            .transpose()?,
         ..Limits::default()
     };
     Ok(Some(TunnelOptions {
