@@ -74,6 +74,11 @@ pub enum Command {
     /// Node agent: the SPIFFE Workload API on a Unix socket (run, fetch, demo).
     #[command(subcommand)]
     Agent(AgentCmd),
+    /// Encrypt files, directories or a pipe at rest (envelope encryption bound to a data asset);
+    /// `--inspect` prints a sealed file's header.
+    Seal(crate::commands::seal::SealArgs),
+    /// Decrypt what `sigil seal` wrote (whole, or a byte range with --range).
+    Unseal(crate::commands::seal::UnsealArgs),
     // <new commands above this line>
 }
 

@@ -11,6 +11,7 @@ pub mod netpol;
 pub mod policy;
 pub mod reach;
 pub mod scan;
+pub mod seal;
 pub mod server;
 pub mod svid;
 pub mod tunnel;
@@ -46,6 +47,8 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::AuditLog(c) => audit_log::run(c),
         Command::Tunnel(c) => tunnel::run(c),
         Command::Agent(c) => agent::run(c),
+        Command::Seal(a) => seal::run_seal(a),
+        Command::Unseal(a) => seal::run_unseal(a),
         // <new dispatch above this line>
     }
 }
