@@ -5,7 +5,7 @@
 //! ([`barrier`], [`shamir`]), the store trait its records live behind ([`store`], with
 //! in-memory and redb backends), and authorization from `sigil.yaml`'s `data` section
 //! ([`authz`]); [`service`] puts them together. Must not: do network I/O (the HTTP layer in
-//! `http` is a router a server mounts), trust an identity it did not get from a verifier, or
+//! [`http`] is a router a server mounts), trust an identity it did not get from a verifier, or
 //! answer a key request while sealed.
 
 pub mod aead;
@@ -19,6 +19,7 @@ pub use barrier::{Barrier, BarrierError, SealKind, SealStatus};
 pub use redb_store::RedbStore;
 pub use store::{Expect, MemStore, Store, StoreError, Versioned, Write};
 pub mod authz;
+pub mod http;
 pub mod keyring;
 pub mod service;
 
