@@ -4,9 +4,14 @@
 //! `hash = SHA-256(prev || body-bytes-as-written)`; the first `prev` is 64 zeros. Changing,
 //! removing, reordering or inserting any line breaks the chain, which [`verify`] reports with the
 //! line number. Writes are batched: one `fdatasync` per batch.
+//!
+//! A failed append (disk full, file made immutable, I/O error on sync) leaves the log as it was:
+//! the chain head advances only once a batch is durable, and a partly written batch is truncated
+//! away before anything else is written, so the log stays verifiable and the chain continues
+//! from the last durable record once writing works again.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -57,13 +62,40 @@ struct Line<'a> {
     hash: String,
 }
 
+/// The file operations the writer needs: [`File`] in production; tests wrap it to inject
+/// faults (a failing N-th write, half a batch written then an error).
+pub trait LogFile: std::fmt::Debug + Send {
+    /// Appends `buf` at the end of the file.
+    fn append(&mut self, buf: &[u8]) -> io::Result<()>;
+    /// `fdatasync`.
+    fn sync(&mut self) -> io::Result<()>;
+    /// Cuts the file to `len` bytes.
+    fn truncate(&mut self, len: u64) -> io::Result<()>;
+}
+
+impl LogFile for File {
+    fn append(&mut self, buf: &[u8]) -> io::Result<()> {
+        Write::write_all(self, buf)
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        self.sync_data()
+    }
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.set_len(len)
+    }
+}
+
 /// The writer.
 #[derive(Debug)]
 pub struct AuditLog {
-    file: File,
+    file: Box<dyn LogFile>,
     path: PathBuf,
     last_hash: String,
     next_seq: u64,
+    /// Length of the file up to the last durable record.
+    durable_len: u64,
+    /// A failed append may have left bytes past `durable_len`; they are cut before the next one.
+    torn: bool,
 }
 
 fn chain_hash(prev: &str, body: &[u8]) -> String {
@@ -76,6 +108,14 @@ fn chain_hash(prev: &str, body: &[u8]) -> String {
 impl AuditLog {
     /// Opens (creating 0600) the log and finds the chain head from its last line.
     pub fn open(path: &Path) -> Result<Self, AuditError> {
+        Self::open_with(path, |f| Box::new(f))
+    }
+
+    /// Like [`AuditLog::open`], writing through `wrap(file)` (a test seam for fault injection).
+    pub fn open_with(
+        path: &Path,
+        wrap: impl FnOnce(File) -> Box<dyn LogFile>,
+    ) -> Result<Self, AuditError> {
         let io = |e: std::io::Error| AuditError::Io {
             path: path.to_owned(),
             reason: e.to_string(),
@@ -113,21 +153,81 @@ impl AuditLog {
             (line.hash, ev.seq + 1)
         };
         Ok(Self {
-            file,
+            file: wrap(file),
             path: path.to_owned(),
             last_hash,
             next_seq,
+            durable_len: len,
+            torn: false,
         })
     }
 
-    /// Appends events and syncs once. `seq` and `time` are filled in here.
+    /// Sequence number the next record gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Appends events and syncs once. `seq` and `time` are filled in here. On error nothing of
+    /// the batch counts: the chain head and sequence stay where they were, and whatever part of
+    /// the batch reached the file is cut (now, or before the next append if cutting fails too).
     pub fn append(&mut self, events: Vec<Event>) -> Result<(), AuditError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        if self.torn {
+            self.cut_torn_tail().map_err(|e| AuditError::Io {
+                path: self.path.clone(),
+                reason: format!(
+                    "cannot remove the partly written records of an earlier failed append (cut to {} bytes): {e}; records are refused until it can; hint: free disk space, check `lsattr` and the mount",
+                    self.durable_len
+                ),
+            })?;
+        }
+        let count = events.len();
+        let (buf, head, next_seq) = self.encode(events)?;
+        let written = self.file.append(&buf).and_then(|()| self.file.sync());
+        if let Err(e) = written {
+            self.torn = true;
+            let cut = match self.cut_torn_tail() {
+                Ok(()) => "the log is unchanged".to_owned(),
+                Err(c) => format!(
+                    "removing the partial write failed too ({c}); it is retried before the next append"
+                ),
+            };
+            return Err(AuditError::Io {
+                path: self.path.clone(),
+                reason: format!(
+                    "appending {count} record(s) failed: {e}; {cut}; hint: free disk space, check `lsattr` and the mount"
+                ),
+            });
+        }
+        self.durable_len = self
+            .durable_len
+            .saturating_add(u64::try_from(buf.len()).unwrap_or(u64::MAX));
+        self.last_hash = head;
+        self.next_seq = next_seq;
+        Ok(())
+    }
+
+    /// Truncates the file back to its last durable record and syncs.
+    fn cut_torn_tail(&mut self) -> io::Result<()> {
+        self.file.truncate(self.durable_len)?;
+        self.file.sync()?;
+        self.torn = false;
+        Ok(())
+    }
+
+    /// The lines of a batch, the chain head after them and the next sequence number; `self` is
+    /// not changed.
+    fn encode(&self, events: Vec<Event>) -> Result<(Vec<u8>, String, u64), AuditError> {
+        let mut last_hash = self.last_hash.clone();
+        let mut next_seq = self.next_seq;
         let mut buf = Vec::with_capacity(events.len() * 256);
         let now = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
         for mut e in events {
-            e.seq = self.next_seq;
+            e.seq = next_seq;
             if e.time.is_empty() {
                 e.time.clone_from(&now);
             }
@@ -135,21 +235,16 @@ impl AuditLog {
                 path: self.path.clone(),
                 reason: err.to_string(),
             })?;
-            let hash = chain_hash(&self.last_hash, body.as_bytes());
+            let hash = chain_hash(&last_hash, body.as_bytes());
             buf.extend_from_slice(b"{\"body\":");
             buf.extend_from_slice(body.as_bytes());
             buf.extend_from_slice(
-                format!(",\"prev\":\"{}\",\"hash\":\"{hash}\"}}\n", self.last_hash).as_bytes(),
+                format!(",\"prev\":\"{last_hash}\",\"hash\":\"{hash}\"}}\n").as_bytes(),
             );
-            self.last_hash = hash;
-            self.next_seq += 1;
+            last_hash = hash;
+            next_seq += 1;
         }
-        let io = |e: std::io::Error| AuditError::Io {
-            path: self.path.clone(),
-            reason: e.to_string(),
-        };
-        self.file.write_all(&buf).map_err(io)?;
-        self.file.sync_data().map_err(io)
+        Ok((buf, last_hash, next_seq))
     }
 }
 

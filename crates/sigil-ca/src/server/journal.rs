@@ -1,10 +1,16 @@
 //! Group commit of issuance records and audit events: one writer thread takes everything queued,
 //! writes it to the store in one transaction and to the audit log with one `fdatasync`, then
 //! acknowledges. An SVID is returned to its caller only after its record is durable.
+//!
+//! When a batch cannot be written (disk full, immutable file), every request waiting on it is
+//! refused, and the records that nobody waits for (refusals) are counted in
+//! `sigil_server_audit_records_lost_total` and written to the server log at error level, so an
+//! outage of the audit log never loses them silently.
 
 use std::sync::Arc;
 use std::thread;
 
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::audit::{AuditLog, Event};
@@ -21,12 +27,33 @@ pub struct Item {
     pub ack: Option<oneshot::Sender<Result<(), String>>>,
 }
 
+/// Counters the writer keeps (registered in [`super::metrics::Metrics`]).
+#[derive(Debug, Clone, Default)]
+pub struct JournalMetrics {
+    /// Batches that could not be made durable.
+    pub write_failures: Counter,
+    /// Audit records that never reached the log (each is logged at error level instead).
+    pub records_lost: Counter,
+    /// Requests refused because their record could not be made durable.
+    pub requests_refused: Counter,
+}
+
+/// Logs and counts records that could not be written.
+fn lost(metrics: &JournalMetrics, events: &[Event], why: &str) {
+    for e in events {
+        metrics.records_lost.inc();
+        let record = serde_json::to_string(e).unwrap_or_else(|_| format!("{e:?}"));
+        tracing::error!(%record, reason = why, "audit record lost");
+    }
+}
+
 /// Handle to the writer thread. Dropping it flushes the queue and waits for the thread, so the
 /// store and log are closed when the server is gone.
 #[derive(Debug)]
 pub struct Journal {
     tx: Option<mpsc::Sender<Item>>,
     thread: Option<thread::JoinHandle<()>>,
+    metrics: JournalMetrics,
 }
 
 impl Drop for Journal {
@@ -39,9 +66,11 @@ impl Drop for Journal {
 }
 
 impl Journal {
-    pub fn start(store: Arc<Store>, mut audit: AuditLog) -> Self {
+    pub fn start(store: Arc<Store>, mut audit: AuditLog, metrics: JournalMetrics) -> Self {
+        let thread_metrics = metrics.clone();
         let (tx, mut rx) = mpsc::channel::<Item>(8192);
         let spawned = thread::Builder::new().name("sigil-journal".to_owned()).spawn(move || {
+            let metrics = thread_metrics;
             let mut batch = Vec::with_capacity(MAX_BATCH);
             while let Some(first) = rx.blocking_recv() {
                 batch.push(first);
@@ -52,7 +81,7 @@ impl Journal {
                     }
                 }
                 let issued: Vec<IssuedRecord> = batch.iter_mut().filter_map(|i| i.issued.take()).collect();
-                let events: Vec<Event> = batch.iter_mut().flat_map(|i| std::mem::take(&mut i.events)).collect();
+                let events: Vec<Event> = batch.iter().flat_map(|i| i.events.iter().cloned()).collect();
                 let mut result = Ok(());
                 if !issued.is_empty() {
                     result = store.record_issued(&issued).map_err(|e| e.to_string());
@@ -61,9 +90,16 @@ impl Journal {
                     result = audit.append(events).map_err(|e| e.to_string());
                 }
                 if let Err(e) = &result {
+                    metrics.write_failures.inc();
                     tracing::error!(error = %e, "journal write failed; refusing to hand out unrecorded SVIDs");
                 }
                 for i in batch.drain(..) {
+                    if let Err(e) = &result {
+                        lost(&metrics, &i.events, e);
+                        if i.ack.is_some() {
+                            metrics.requests_refused.inc();
+                        }
+                    }
                     if let Some(ack) = i.ack {
                         let _ = ack.send(result.clone());
                     }
@@ -80,6 +116,7 @@ impl Journal {
         Self {
             tx: Some(tx),
             thread,
+            metrics,
         }
     }
 
@@ -107,16 +144,19 @@ impl Journal {
 
     /// Queues without waiting (refusals: the caller gets nothing to lose).
     pub fn record(&self, events: Vec<Event>) {
-        let sent = self.sender().map(|tx| {
-            tx.try_send(Item {
-                events,
-                issued: None,
-                ack: None,
-            })
-            .is_ok()
-        });
-        if sent != Ok(true) {
-            tracing::warn!("audit journal queue full; dropping a refusal record");
+        let Ok(tx) = self.sender() else {
+            lost(&self.metrics, &events, "journal stopped");
+            return;
+        };
+        let item = Item {
+            events,
+            issued: None,
+            ack: None,
+        };
+        if let Err(e) = tx.try_send(item) {
+            let (mpsc::error::TrySendError::Full(item) | mpsc::error::TrySendError::Closed(item)) =
+                e;
+            lost(&self.metrics, &item.events, "audit journal queue full");
         }
     }
 }

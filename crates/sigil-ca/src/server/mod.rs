@@ -5,6 +5,7 @@
 //! key) or from a verified client X.509-SVID, never from a field of the request. The server's own
 //! TLS certificate is issued by the Sigil CA and renewed in the background.
 
+pub mod conn;
 mod handlers;
 pub mod issuer;
 
@@ -26,7 +27,9 @@ use sigil_policy::Policy;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::audit::AuditLog;
+pub use conn::ConnLimits;
+
+use crate::audit::{AuditLog, LogFile};
 use crate::authority::CertificateAuthority;
 use crate::k8s::TrustedCluster;
 use crate::store::Store;
@@ -57,6 +60,8 @@ pub enum ServerError {
     },
     #[error("cannot listen on {addr}: {reason}")]
     Bind { addr: SocketAddr, reason: String },
+    #[error("connection limits: {0}")]
+    Limits(String),
     #[error("TLS setup failed: {0}")]
     Tls(String),
     #[error("{path}: {reason}")]
@@ -143,7 +148,11 @@ pub struct Bound {
     state: Arc<AppState>,
     certs: Arc<CertSlot>,
     sans: (Vec<String>, Vec<IpAddr>),
+    limits: ConnLimits,
 }
+
+/// Wraps the audit log's file (see [`Bound::bind_with_audit_file`]).
+pub type AuditFileWrap = Box<dyn FnOnce(std::fs::File) -> Box<dyn LogFile> + Send>;
 
 fn random_token() -> Result<String, ServerError> {
     let mut b = [0u8; 32];
@@ -197,6 +206,14 @@ impl std::fmt::Debug for Bound {
 impl Bound {
     /// Opens the store (initializing the CA if asked), loads keys, binds the listener.
     pub async fn bind(cfg: ServerConfig) -> Result<Self, ServerError> {
+        Self::bind_with_audit_file(cfg, Box::new(|f| Box::new(f))).await
+    }
+
+    /// Like [`Bound::bind`], writing the audit log through `wrap` (a test seam: fault injection).
+    pub async fn bind_with_audit_file(
+        cfg: ServerConfig,
+        wrap: AuditFileWrap,
+    ) -> Result<Self, ServerError> {
         // An unusable issuer is refused before anything is opened or bound.
         issuer::resolve(cfg.issuer_url.as_deref(), cfg.listen)?;
         let store = Arc::new(Store::open(&cfg.data_dir)?);
@@ -212,7 +229,7 @@ impl Bound {
             Err(e) => return Err(e.into()),
         };
         let clusters = load_clusters(&cfg.policy, cfg.require_jwks)?;
-        let audit = AuditLog::open(&cfg.data_dir.join("audit.jsonl"))?;
+        let audit = AuditLog::open_with(&cfg.data_dir.join("audit.jsonl"), wrap)?;
         let admin_path = cfg.data_dir.join("admin.token");
         let admin_token = match std::fs::read_to_string(&admin_path) {
             Ok(t) if !t.trim().is_empty() => zeroize::Zeroizing::new(t.trim().to_owned()),
@@ -273,15 +290,16 @@ impl Bound {
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let issuer_url = issuer.url;
         tracing::info!(issuer = %issuer_url, "OIDC issuer of JWT-SVIDs");
+        let metrics = metrics::Metrics::new();
         let state = Arc::new(AppState {
             ca: Mutex::new(ca),
             bundle,
             bundle_pem,
-            journal: journal::Journal::start(store.clone(), audit),
+            journal: journal::Journal::start(store.clone(), audit, metrics.journal.clone()),
             store,
             policy: cfg.policy,
             clusters,
-            metrics: metrics::Metrics::new(),
+            metrics,
             admin_token,
             issuer_url,
         });
@@ -291,7 +309,15 @@ impl Bound {
             state,
             certs,
             sans,
+            limits: ConnLimits::default(),
         })
+    }
+
+    /// Sets the connection limits (default [`ConnLimits::default`]).
+    pub fn with_limits(mut self, limits: ConnLimits) -> Result<Self, ServerError> {
+        limits.validate().map_err(ServerError::Limits)?;
+        self.limits = limits;
+        Ok(self)
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
@@ -316,8 +342,16 @@ impl Bound {
             self.sans.clone(),
         ));
         let mut conns = tokio::task::JoinSet::new();
+        let limits = self.limits;
+        let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
         tokio::pin!(shutdown);
         loop {
+            // At the cap, stop accepting: new connections wait in the kernel's backlog.
+            let permit = tokio::select! {
+                () = &mut shutdown => break,
+                p = conn::permit(&slots, &self.state.metrics.conn) => p,
+            };
+            let Some(permit) = permit else { break };
             let accepted = tokio::select! {
                 () = &mut shutdown => break,
                 a = self.listener.accept() => a,
@@ -335,34 +369,8 @@ impl Bound {
             let state = self.state.clone();
             while conns.try_join_next().is_some() {}
             conns.spawn(async move {
-                let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
-                    .await
-                {
-                    Ok(Ok(t)) => t,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                };
-                let peer_id = tls.get_ref().1.peer_certificates().and_then(|c| {
-                    sigil_identity::tls::peer_spiffe_id(
-                        state.bundle.as_ref(),
-                        Some(c),
-                        sigil_identity::SvidUsage::Client,
-                    )
-                    .ok()
-                });
-                let svc = app.layer(axum::Extension(handlers::Peer(peer_id)));
-                let svc = hyper_util::service::TowerToHyperService::new(svc);
-                let _ = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
-                .await;
+                let _permit = permit;
+                serve_connection(tcp, peer, acceptor, app, state, limits).await;
             });
         }
         maintenance.abort();
@@ -370,6 +378,107 @@ impl Bound {
         // Open connections (keep-alive) hold the state; end them so the store is released.
         conns.shutdown().await;
         drop(app);
+    }
+}
+
+/// One connection under [`ConnLimits`]: TLS handshake and first request headers before one
+/// deadline, keep-alive idle and body timeouts after.
+async fn serve_connection(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    app: axum::Router,
+    state: Arc<AppState>,
+    limits: ConnLimits,
+) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use axum::response::IntoResponse;
+
+    let m = state.metrics.conn.clone();
+    let _open = conn::OpenGuard::new(&m);
+    let deadline = tokio::time::Instant::now() + limits.header_timeout;
+    let tls = match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            m.timed_out("handshake");
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let peer_id = tls.get_ref().1.peer_certificates().and_then(|c| {
+        sigil_identity::tls::peer_spiffe_id(
+            state.bundle.as_ref(),
+            Some(c),
+            sigil_identity::SvidUsage::Client,
+        )
+        .ok()
+    });
+    let app = app.layer(axum::Extension(handlers::Peer(peer_id)));
+    let started = Arc::new(tokio::sync::Notify::new());
+    let first = started.clone();
+    let body_m = m.clone();
+    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        first.notify_one();
+        let fired = Arc::new(AtomicBool::new(false));
+        let req = req.map(|b| {
+            axum::body::Body::new(conn::DeadlineBody::new(
+                b,
+                limits.body_timeout,
+                fired.clone(),
+            ))
+        });
+        let mut app = app.clone();
+        let m = body_m.clone();
+        async move {
+            let resp = tower::Service::call(&mut app, req).await;
+            if !fired.load(Ordering::Relaxed) {
+                return resp;
+            }
+            m.timed_out("body");
+            tracing::debug!(%peer, "request body timed out");
+            let body = serde_json::json!({
+                "error": "body_timeout",
+                "reason": format!(
+                    "request body not received within {}s of its headers; hint: send the whole body at once (--body-timeout)",
+                    limits.body_timeout.as_secs_f64()
+                ),
+            });
+            let mut r = (axum::http::StatusCode::REQUEST_TIMEOUT, axum::Json(body)).into_response();
+            r.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            Ok(r)
+        }
+    });
+    let served = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.idle_timeout)
+        .serve_connection(hyper_util::rt::TokioIo::new(tls), svc);
+    tokio::pin!(served);
+    let mut in_first = true;
+    let ended = loop {
+        tokio::select! {
+            biased;
+            r = served.as_mut() => break r,
+            () = started.notified(), if in_first => in_first = false,
+            () = tokio::time::sleep_until(deadline), if in_first => {
+                m.timed_out("header");
+                tracing::debug!(%peer, "request headers not received in time");
+                return;
+            }
+        }
+    };
+    if let Err(e) = ended {
+        if e.is_timeout() {
+            m.timed_out(if in_first { "header" } else { "idle" });
+        }
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }
 
