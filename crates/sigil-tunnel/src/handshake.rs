@@ -44,17 +44,33 @@ pub enum HandshakeError {
 pub(crate) trait Rekey: Send {
     fn update_tx(&mut self) -> Result<(u64, ConnectionTrafficSecrets), rustls::Error>;
     fn update_rx(&mut self) -> Result<(u64, ConnectionTrafficSecrets), rustls::Error>;
+    /// A NewSessionTicket body from the peer (client side: stored for resumption).
+    fn session_ticket(&mut self, body: &[u8]) -> Result<(), rustls::Error>;
 }
 
-impl<D> Rekey for KernelConnection<D>
-where
-    KernelConnection<D>: Send,
-{
+impl Rekey for KernelConnection<rustls::client::ClientConnectionData> {
     fn update_tx(&mut self) -> Result<(u64, ConnectionTrafficSecrets), rustls::Error> {
         self.update_tx_secret()
     }
     fn update_rx(&mut self) -> Result<(u64, ConnectionTrafficSecrets), rustls::Error> {
         self.update_rx_secret()
+    }
+    fn session_ticket(&mut self, body: &[u8]) -> Result<(), rustls::Error> {
+        self.handle_new_session_ticket(body)
+    }
+}
+
+impl Rekey for KernelConnection<rustls::server::ServerConnectionData> {
+    fn update_tx(&mut self) -> Result<(u64, ConnectionTrafficSecrets), rustls::Error> {
+        self.update_tx_secret()
+    }
+    fn update_rx(&mut self) -> Result<(u64, ConnectionTrafficSecrets), rustls::Error> {
+        self.update_rx_secret()
+    }
+    fn session_ticket(&mut self, _body: &[u8]) -> Result<(), rustls::Error> {
+        Err(rustls::Error::General(
+            "a client sent a NewSessionTicket".to_owned(),
+        ))
     }
 }
 
@@ -65,6 +81,9 @@ pub(crate) struct Established {
     pub suite: SupportedCipherSuite,
     pub kx_group: Option<rustls::NamedGroup>,
     pub peer_certs: Vec<CertificateDer<'static>>,
+    /// A TLS 1.3 resumption: the peer certificates come from the session ticket, and no verifier
+    /// ran in this handshake, so the caller must authorize them again.
+    pub resumed: bool,
 }
 
 impl std::fmt::Debug for Established {
@@ -72,6 +91,7 @@ impl std::fmt::Debug for Established {
         f.debug_struct("Established")
             .field("suite", &self.suite.suite())
             .field("kx_group", &self.kx_group)
+            .field("resumed", &self.resumed)
             .finish_non_exhaustive()
     }
 }
@@ -95,6 +115,7 @@ impl Side for UnbufferedServerConnection {
             common.negotiated_key_exchange_group().map(|g| g.name()),
             common.peer_certificates().map(<[_]>::to_vec),
         );
+        let resumed = common.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
         let (secrets, kconn) = self.dangerous_into_kernel_connection()?;
         Ok(Established {
             secrets,
@@ -102,6 +123,7 @@ impl Side for UnbufferedServerConnection {
             suite: suite.ok_or(rustls::Error::HandshakeNotComplete)?,
             kx_group: kx,
             peer_certs: peers.unwrap_or_default(),
+            resumed,
         })
     }
 }
@@ -118,6 +140,7 @@ impl Side for UnbufferedClientConnection {
             common.negotiated_key_exchange_group().map(|g| g.name()),
             common.peer_certificates().map(<[_]>::to_vec),
         );
+        let resumed = common.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
         let (secrets, kconn) = self.dangerous_into_kernel_connection()?;
         Ok(Established {
             secrets,
@@ -125,6 +148,7 @@ impl Side for UnbufferedClientConnection {
             suite: suite.ok_or(rustls::Error::HandshakeNotComplete)?,
             kx_group: kx,
             peer_certs: peers.unwrap_or_default(),
+            resumed,
         })
     }
 }

@@ -220,13 +220,15 @@ pub fn key_update_message(update_requested: bool) -> [u8; 5] {
 pub enum PostHandshake {
     /// KeyUpdate; `true` when the peer asks us to update our sending key too.
     KeyUpdate { update_requested: bool },
-    /// NewSessionTicket: ignored (resumption is disabled).
-    NewSessionTicket,
+    /// NewSessionTicket: the message body is `body[start..start + len]` of the record parsed
+    /// (handed to rustls' session cache on the client side).
+    NewSessionTicket { start: usize, len: usize },
 }
 
 /// Parses the handshake messages of one record. Only whole messages are accepted.
-pub fn parse_post_handshake(mut body: &[u8]) -> Result<Vec<PostHandshake>, String> {
+pub fn parse_post_handshake(record: &[u8]) -> Result<Vec<PostHandshake>, String> {
     let mut out = Vec::new();
+    let mut body = record;
     while !body.is_empty() {
         let [typ, l0, l1, l2, rest @ ..] = body else {
             return Err("truncated handshake message header".to_owned());
@@ -243,7 +245,10 @@ pub fn parse_post_handshake(mut body: &[u8]) -> Result<Vec<PostHandshake>, Strin
                 update_requested: true,
             }),
             (24, _) => return Err("malformed KeyUpdate".to_owned()),
-            (4, _) => out.push(PostHandshake::NewSessionTicket),
+            (4, _) => out.push(PostHandshake::NewSessionTicket {
+                start: record.len() - rest.len(),
+                len,
+            }),
             (t, _) => return Err(format!("unexpected post-handshake message type {t}")),
         }
         body = rest.get(len..).unwrap_or_default();
@@ -389,7 +394,7 @@ mod tests {
                 PostHandshake::KeyUpdate {
                     update_requested: false
                 },
-                PostHandshake::NewSessionTicket
+                PostHandshake::NewSessionTicket { start: 9, len: 2 }
             ]
         );
         assert!(parse_post_handshake(&[24, 0, 0, 1, 2]).is_err());

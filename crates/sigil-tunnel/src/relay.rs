@@ -76,6 +76,16 @@ impl KeyState {
         })
     }
 
+    /// Hands a NewSessionTicket to rustls (the client's session cache, for resumption).
+    fn session_ticket(&self, body: &[u8]) -> Result<(), RelayError> {
+        let mut g = self
+            .rekey
+            .lock()
+            .map_err(|_| RelayError::KeyUpdate("key schedule lock poisoned".to_owned()))?;
+        g.session_ticket(body)
+            .map_err(|e| RelayError::PostHandshake(format!("NewSessionTicket: {e}")))
+    }
+
     fn update(&self, tx: bool) -> Result<RecordKey, RelayError> {
         let mut g = self
             .rekey
@@ -361,7 +371,12 @@ async fn rx_inner(
                                     keys.tx_update_requested.store(true, Ordering::Release);
                                 }
                             }
-                            PostHandshake::NewSessionTicket => {}
+                            PostHandshake::NewSessionTicket { start, len } => {
+                                let ticket = plain
+                                    .get(start..start + len)
+                                    .ok_or(RecordError::Buffer("ticket"))?;
+                                keys.session_ticket(ticket)?;
+                            }
                         }
                     }
                 }

@@ -140,6 +140,21 @@ fn recheck_chain(
     target: &str,
     port: u16,
 ) -> Result<(), Refusal> {
+    verify_chain(store, peer, usage, peer.verified_at, target, port).map_err(|mut r| {
+        r.rule = format!("trust bundle changed: {}", r.rule);
+        r
+    })
+}
+
+/// Verifies `peer`'s chain against the bundle in force, at `at`.
+fn verify_chain(
+    store: &CredentialStore,
+    peer: &Peer,
+    usage: SvidUsage,
+    at: UnixTime,
+    target: &str,
+    port: u16,
+) -> Result<(), Refusal> {
     let td = peer.id.trust_domain();
     let refusal = |reason, rule| Refusal {
         reason,
@@ -151,17 +166,33 @@ fn recheck_chain(
     let bundle = store.x509_bundle(&td).ok_or_else(|| {
         refusal(
             Reason::ForeignTrustDomain,
-            format!("trust bundle changed: no bundle for trust domain {td} any more"),
+            format!("no trust bundle for trust domain {td}"),
         )
     })?;
-    sigil_identity::verify_x509_svid(&peer.chain, &bundle, usage, peer.verified_at)
+    sigil_identity::verify_x509_svid(&peer.chain, &bundle, usage, at)
         .map(|_| ())
         .map_err(|e| {
             refusal(
                 Reason::from_svid_error(&e),
-                format!("trust bundle changed: the chain presented at the handshake no longer verifies: {e}"),
+                format!("the peer's SVID chain does not verify: {e}"),
             )
         })
+}
+
+/// A resumed session's peer certificates come from its ticket and no verifier ran: the chain
+/// must verify now against the bundle in force (an SVID that expired since the ticket was issued
+/// is refused, so the peer falls back to a full handshake with its renewed SVID next time).
+fn verify_resumed(
+    store: &CredentialStore,
+    peer: &Peer,
+    usage: SvidUsage,
+    target: &str,
+    port: u16,
+) -> Result<(), Refusal> {
+    verify_chain(store, peer, usage, UnixTime::now(), target, port).map_err(|mut r| {
+        r.rule = format!("resumed session: {}", r.rule);
+        r
+    })
 }
 
 /// Re-authorizes `live` whenever the policy is reloaded or the trust bundle changes, until
@@ -310,6 +341,28 @@ async fn handshake_within<S: handshake::Side>(
     })
 }
 
+/// Authorizes a resumed inbound session again (chain now, policy in force); logs a refusal.
+fn resumed_inbound_allowed(
+    store: &CredentialStore,
+    authz: &InboundAuthorizer,
+    peer: &Peer,
+    metrics: &Metrics,
+) -> bool {
+    let (target, port) = authz.target();
+    if let Err(r) = verify_resumed(store, peer, SvidUsage::Client, target, port) {
+        r.report(metrics, false);
+        return false;
+    }
+    match authz.authorize(&peer.id) {
+        Ok(_) => true,
+        Err(r) => {
+            let dry = authz.mode() == Mode::DryRun;
+            r.report(metrics, dry);
+            dry
+        }
+    }
+}
+
 /// Aborts a task when dropped.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -367,6 +420,7 @@ pub async fn run_inbound(spec: InboundSpec) -> Result<(), TunnelError> {
     let decide = {
         let store = Arc::clone(&store);
         let workload = workload.clone();
+        let authz = authz.clone();
         move |peer: &Peer| {
             if let Err(r) = recheck_chain(&store, peer, SvidUsage::Client, &workload, port) {
                 return Verdict::Close(r);
@@ -393,6 +447,7 @@ pub async fn run_inbound(spec: InboundSpec) -> Result<(), TunnelError> {
         let metrics = Arc::clone(&metrics);
         let live = Arc::clone(&live);
         let workload = workload.clone();
+        let (store, authz) = (Arc::clone(&store), authz.clone());
         let span = tracing::info_span!("inbound", %remote);
         tokio::spawn(
             async move {
@@ -407,6 +462,9 @@ pub async fn run_inbound(spec: InboundSpec) -> Result<(), TunnelError> {
                 let Some(peer) = peer_of(&est.peer_certs) else {
                     return tracing::error!("handshake finished without a verified client SVID; closing");
                 };
+                if est.resumed && !resumed_inbound_allowed(&store, &authz, &peer, &metrics) {
+                    return;
+                }
                 let plain = match connect(upstream, limits.connect_timeout).await {
                     Ok(s) => s,
                     Err(e) => {
@@ -414,7 +472,7 @@ pub async fn run_inbound(spec: InboundSpec) -> Result<(), TunnelError> {
                         return tracing::warn!(peer = %peer.id, %upstream, error = %e, "upstream unavailable; closing the client connection");
                     }
                 };
-                tracing::debug!(peer = %peer.id, suite = ?est.suite.suite(), kx = ?est.kx_group, "connection authorized");
+                tracing::debug!(peer = %peer.id, suite = ?est.suite.suite(), kx = ?est.kx_group, resumed = est.resumed, "connection authorized");
                 let stop = live.register(peer, limits.max_connection_age);
                 relay_conn(sock, plain, est, stop, ktls_on, &metrics).await;
             }
@@ -458,6 +516,7 @@ pub async fn run_outbound(spec: OutboundSpec) -> Result<(), TunnelError> {
     let ktls_on = use_ktls(ktls);
     let decide = {
         let store = Arc::clone(&store);
+        let check = Arc::clone(&check);
         move |peer: &Peer| {
             if let Err(r) = recheck_chain(&store, peer, SvidUsage::Server, &check.target, port) {
                 return Verdict::Close(r);
@@ -483,6 +542,7 @@ pub async fn run_outbound(spec: OutboundSpec) -> Result<(), TunnelError> {
         let metrics = Arc::clone(&metrics);
         let live = Arc::clone(&live);
         let to = to.clone();
+        let (store, check) = (Arc::clone(&store), Arc::clone(&check));
         let span = tracing::info_span!("outbound", %local);
         tokio::spawn(
             async move {
@@ -513,7 +573,16 @@ pub async fn run_outbound(spec: OutboundSpec) -> Result<(), TunnelError> {
                         "handshake finished without a verified server SVID; closing"
                     );
                 };
-                tracing::debug!(peer = %peer.id, suite = ?est.suite.suite(), kx = ?est.kx_group, "connected");
+                if est.resumed {
+                    let decided = verify_resumed(&store, &peer, SvidUsage::Server, &to, port)
+                        .and_then(|()| check.decide(&peer.id));
+                    if let Err(r) = decided {
+                        r.report(&metrics, false);
+                        relay::reset_on_close(&plain);
+                        return;
+                    }
+                }
+                tracing::debug!(peer = %peer.id, suite = ?est.suite.suite(), kx = ?est.kx_group, resumed = est.resumed, "connected");
                 let stop = live.register(peer, limits.max_connection_age);
                 relay_conn(tls, plain, est, stop, ktls_on, &metrics).await;
             }

@@ -8,18 +8,25 @@
 //!   the GPU nodes and is what kernel TLS offloads; the server's order wins.
 //! - X25519MLKEM768 first, X25519 and P-256 as fallbacks: traffic recorded today stays safe
 //!   against a future quantum computer when both sides support it.
-//! - No session tickets and no resumption: every connection proves its SVID again against the
-//!   current bundle, and no post-handshake ticket record reaches the kernel TLS socket.
+//! - TLS 1.3 resumption between tunnel ends (stateless tickets, `psk_dhe_ke` only, so every
+//!   connection still runs a fresh key exchange and keeps forward secrecy; no 0-RTT): it saves
+//!   the two signatures and two chain verifications of a full handshake. A resumed session's
+//!   peer certificates come from the ticket, so the tunnel authorizes them again after the
+//!   handshake against the bundle and policy in force ([`crate::server`]); the client's ticket
+//!   cache is emptied when its own SVID rotates, so a resumption never presents a retired SVID.
 //! - Secret extraction enabled: needed to hand the traffic keys to the record layer or the
 //!   kernel after the handshake.
 
 use std::sync::Arc;
 
-use rustls::client::Resumption;
+use std::sync::Mutex;
+
+use rustls::client::{ClientSessionMemoryCache, ClientSessionStore, Resumption, Tls12Resumption};
 use rustls::crypto::CryptoProvider;
 use rustls::crypto::aws_lc_rs::{self, cipher_suite, kx_group};
+use rustls::pki_types::ServerName;
 use rustls::server::NoServerSessionStorage;
-use rustls::{ClientConfig, ServerConfig};
+use rustls::{ClientConfig, NamedGroup, ServerConfig};
 
 use crate::creds::{CredentialStore, StoreResolver};
 
@@ -50,7 +57,10 @@ pub fn server_config(
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(StoreResolver(Arc::clone(store))));
     c.ignore_client_order = true;
-    c.send_tls13_tickets = 0;
+    // Two tickets per full handshake, one per resumption: a client opening connections in
+    // parallel finds one ready.
+    c.send_tls13_tickets = TICKETS_PER_HANDSHAKE;
+    c.ticketer = aws_lc_rs::Ticketer::new()?;
     c.session_storage = Arc::new(NoServerSessionStorage {});
     c.enable_secret_extraction = true;
     c.max_early_data_size = 0;
@@ -67,8 +77,83 @@ pub fn client_config(
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_client_cert_resolver(Arc::new(StoreResolver(Arc::clone(store))));
-    c.resumption = Resumption::disabled();
+    c.resumption = Resumption::store(Arc::new(SessionCache::new(Arc::clone(store))))
+        .tls12_resumption(Tls12Resumption::Disabled);
     c.enable_secret_extraction = true;
     c.enable_early_data = false;
     Ok(Arc::new(c))
+}
+
+/// Tickets the server sends after each handshake.
+const TICKETS_PER_HANDSHAKE: usize = 2;
+/// Remote tunnel ends whose tickets the client keeps.
+const CACHED_SERVERS: usize = 256;
+
+/// The client's ticket cache, emptied whenever the credential store's generation changes (our
+/// own SVID rotated): a ticket binds the client certificate of the handshake that earned it.
+#[derive(Debug)]
+struct SessionCache {
+    store: Arc<CredentialStore>,
+    inner: Mutex<(u64, Arc<ClientSessionMemoryCache>)>,
+}
+
+impl SessionCache {
+    fn new(store: Arc<CredentialStore>) -> Self {
+        let generation = store.generation();
+        Self {
+            store,
+            inner: Mutex::new((generation, Self::fresh())),
+        }
+    }
+
+    fn fresh() -> Arc<ClientSessionMemoryCache> {
+        Arc::new(ClientSessionMemoryCache::new(CACHED_SERVERS))
+    }
+
+    fn cache(&self) -> Arc<ClientSessionMemoryCache> {
+        let generation = self.store.generation();
+        let mut g = match self.inner.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if g.0 != generation {
+            *g = (generation, Self::fresh());
+        }
+        Arc::clone(&g.1)
+    }
+}
+
+impl ClientSessionStore for SessionCache {
+    fn set_kx_hint(&self, server_name: ServerName<'static>, group: NamedGroup) {
+        self.cache().set_kx_hint(server_name, group);
+    }
+    fn kx_hint(&self, server_name: &ServerName<'_>) -> Option<NamedGroup> {
+        self.cache().kx_hint(server_name)
+    }
+    fn set_tls12_session(
+        &self,
+        _server_name: ServerName<'static>,
+        _value: rustls::client::Tls12ClientSessionValue,
+    ) {
+    }
+    fn tls12_session(
+        &self,
+        _server_name: &ServerName<'_>,
+    ) -> Option<rustls::client::Tls12ClientSessionValue> {
+        None
+    }
+    fn remove_tls12_session(&self, _server_name: &ServerName<'static>) {}
+    fn insert_tls13_ticket(
+        &self,
+        server_name: ServerName<'static>,
+        value: rustls::client::Tls13ClientSessionValue,
+    ) {
+        self.cache().insert_tls13_ticket(server_name, value);
+    }
+    fn take_tls13_ticket(
+        &self,
+        server_name: &ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        self.cache().take_tls13_ticket(server_name)
+    }
 }

@@ -621,6 +621,76 @@ async fn policy_reload_closes_only_connections_it_refuses() {
     assert!(fresh.data.is_empty());
 }
 
+fn count_log(needles: &[&str]) -> usize {
+    logs()
+        .lines()
+        .filter(|l| needles.iter().all(|n| l.contains(n)))
+        .count()
+}
+
+/// Issue 18: tunnel pairs resume TLS 1.3 sessions (tickets, still a fresh X25519MLKEM768 key
+/// exchange), and a resumed session's peer is authorized again against the policy in force:
+/// a ticket earned before a reload that removes the flow does not get through after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resumption_is_used_and_the_resumed_peer_is_authorized_again() {
+    let _g = serial();
+    let pki = Pki::new(TD);
+    let (echo, _e) = echo_server().await;
+    let server = Creds::new(&pki.svid(VECTOR_DB), &pki.bundle_pem());
+    let client = Creds::new(&pki.svid(RAG_API), &pki.bundle_pem());
+    let file = PolicyFile::new(POLICY_TEXT);
+    let inb = inbound_with(
+        &server,
+        echo,
+        "vector-db",
+        6333,
+        Mode::Enforce,
+        fast_limits(),
+        Arc::clone(&file.store),
+    )
+    .await;
+    let out = outbound(&client, inb.addr, "vector-db", 6333, fast_limits()).await;
+    let resumed = &["connection authorized", RAG_API, "resumed=true"];
+    let full = &["connection authorized", RAG_API, "resumed=false"];
+    let (r0, f0) = (count_log(resumed), count_log(full));
+    for i in 0..4u8 {
+        assert_eq!(roundtrip(out.addr, &[i; 10]).await.unwrap(), [i; 10]);
+    }
+    wait_for("4 connections authorized", || {
+        count_log(resumed) + count_log(full) == r0 + f0 + 4
+    })
+    .await;
+    assert_eq!(count_log(full), f0 + 1, "only the first handshake is full");
+    let line = wait_log(resumed).await;
+    assert!(line.contains("X25519MLKEM768"), "{line}");
+
+    // Our own SVID rotates: the ticket cache is dropped, the next handshake is full.
+    let _w = client.watch();
+    write_creds(&client.path(), &pki.svid(RAG_API), &pki.bundle_pem());
+    wait_generation(&client.store, 2).await;
+    assert_eq!(roundtrip(out.addr, b"rotated").await.unwrap(), b"rotated");
+    wait_for("a full handshake after the rotation", || {
+        count_log(full) == f0 + 2
+    })
+    .await;
+
+    // The client holds a fresh ticket; the flow is removed; the resumption is refused.
+    assert_eq!(roundtrip(out.addr, b"ticket").await.unwrap(), b"ticket");
+    file.store.replace(
+        sigil_policy::Policy::parse(&policy_without_rag_to_vector_db_6333(), &file.path()).unwrap(),
+    );
+    let before = inb.metrics.refusals(Reason::NoFlow);
+    let r = roundtrip(out.addr, b"after the reload").await;
+    assert!(
+        r.map(|d| d.is_empty()).unwrap_or(true),
+        "a resumed session skipped the policy"
+    );
+    wait_for("the resumed session refused", || {
+        inb.metrics.refusals(Reason::NoFlow) == before + 1
+    })
+    .await;
+}
+
 /// SIGHUP reloads the policy (a file change the poll could not see: same size, mtime kept).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_policy() {
