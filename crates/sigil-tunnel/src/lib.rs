@@ -41,4 +41,5 @@ pub use metrics::Metrics;
 pub use reload::{PolicyStore, Reloaded};
 pub use run::{CredentialSource, Side, TunnelOptions, run_blocking};
 pub use server::{InboundSpec, Limits, OutboundSpec, TunnelError, run_inbound, run_outbound};
+pub use tls::KeyExchange;
 pub use workload_api::WorkloadApiSource;

@@ -28,7 +28,7 @@ use crate::relay::{self, RelayError};
 use crate::reload::PolicyStore;
 use crate::verify::{OutboundCheck, inbound_verifier, outbound_verifier};
 
-/// Resource limits of one tunnel.
+/// Resource limits and connection settings of one tunnel.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Connections relaying or handshaking at once; accepting pauses at the limit.
@@ -37,6 +37,8 @@ pub struct Limits {
     pub handshake_timeout: Duration,
     /// Connecting to the upstream (inbound) or remote (outbound).
     pub connect_timeout: Duration,
+    /// Key exchange groups (post-quantum hybrid first by default).
+    pub key_exchange: crate::tls::KeyExchange,
     /// Optional bound on a connection's life. Without it a connection lives as long as its
     /// peers keep it open and the policy and bundle keep authorizing it; the peer's SVID
     /// rotating or expiring does not end it.
@@ -50,6 +52,7 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
             max_connection_age: None,
+            key_exchange: crate::tls::KeyExchange::default(),
         }
     }
 }
@@ -410,7 +413,7 @@ pub async fn run_inbound(spec: InboundSpec) -> Result<(), TunnelError> {
     }
     let authz = InboundAuthorizer::new(Arc::clone(&policy), workload.clone(), port, mode);
     let verifier = inbound_verifier(Arc::clone(&store), authz.clone(), Arc::clone(&metrics));
-    let config = crate::tls::server_config(&store, verifier)?;
+    let config = crate::tls::server_config(&store, verifier, limits.key_exchange)?;
     let ktls_on = use_ktls(ktls);
     if mode == Mode::DryRun {
         tracing::warn!(
@@ -512,7 +515,7 @@ pub async fn run_outbound(spec: OutboundSpec) -> Result<(), TunnelError> {
         metrics: Arc::clone(&metrics),
     });
     let verifier = outbound_verifier(Arc::clone(&store), Arc::clone(&check));
-    let config = crate::tls::client_config(&store, verifier)?;
+    let config = crate::tls::client_config(&store, verifier, limits.key_exchange)?;
     let ktls_on = use_ktls(ktls);
     let decide = {
         let store = Arc::clone(&store);

@@ -30,19 +30,34 @@ use rustls::{ClientConfig, NamedGroup, ServerConfig};
 
 use crate::creds::{CredentialStore, StoreResolver};
 
-/// The crypto provider: aws-lc-rs with the tunnel's suites and groups.
+/// Key exchange groups offered and accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeyExchange {
+    /// X25519MLKEM768 first, then X25519 and P-256 (the default).
+    #[default]
+    PostQuantum,
+    /// X25519 and P-256 only (for peers or measurements without ML-KEM).
+    Classical,
+}
+
+/// The crypto provider: aws-lc-rs with the tunnel's suites and the default groups.
 pub fn provider() -> CryptoProvider {
+    provider_with(KeyExchange::default())
+}
+
+/// The crypto provider with the given key exchange groups.
+pub fn provider_with(kx: KeyExchange) -> CryptoProvider {
+    let mut kx_groups = vec![kx_group::X25519, kx_group::SECP256R1];
+    if kx == KeyExchange::PostQuantum {
+        kx_groups.insert(0, kx_group::X25519MLKEM768);
+    }
     CryptoProvider {
         cipher_suites: vec![
             cipher_suite::TLS13_AES_128_GCM_SHA256,
             cipher_suite::TLS13_AES_256_GCM_SHA384,
             cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
         ],
-        kx_groups: vec![
-            kx_group::X25519MLKEM768,
-            kx_group::X25519,
-            kx_group::SECP256R1,
-        ],
+        kx_groups,
         ..aws_lc_rs::default_provider()
     }
 }
@@ -51,8 +66,9 @@ pub fn provider() -> CryptoProvider {
 pub fn server_config(
     store: &Arc<CredentialStore>,
     verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    kx: KeyExchange,
 ) -> Result<Arc<ServerConfig>, rustls::Error> {
-    let mut c = ServerConfig::builder_with_provider(Arc::new(provider()))
+    let mut c = ServerConfig::builder_with_provider(Arc::new(provider_with(kx)))
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(StoreResolver(Arc::clone(store))));
@@ -71,8 +87,9 @@ pub fn server_config(
 pub fn client_config(
     store: &Arc<CredentialStore>,
     verifier: Arc<dyn rustls::client::danger::ServerCertVerifier>,
+    kx: KeyExchange,
 ) -> Result<Arc<ClientConfig>, rustls::Error> {
-    let mut c = ClientConfig::builder_with_provider(Arc::new(provider()))
+    let mut c = ClientConfig::builder_with_provider(Arc::new(provider_with(kx)))
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(verifier)

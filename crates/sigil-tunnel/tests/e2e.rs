@@ -691,6 +691,28 @@ async fn resumption_is_used_and_the_resumed_peer_is_authorized_again() {
     .await;
 }
 
+/// `--key-exchange classical` negotiates X25519 (and never offers ML-KEM).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classical_key_exchange_negotiates_x25519() {
+    let _g = serial();
+    let pki = Pki::new(TD);
+    let (echo, _e) = echo_server().await;
+    let server = Creds::new(&pki.svid(VECTOR_DB), &pki.bundle_pem());
+    let client = Creds::new(&pki.svid(RAG_API), &pki.bundle_pem());
+    let limits = Limits {
+        key_exchange: sigil_tunnel::KeyExchange::Classical,
+        ..fast_limits()
+    };
+    let inb = inbound(&server, echo, Mode::Enforce, limits).await;
+    let out = outbound(&client, inb.addr, "vector-db", 6333, limits).await;
+    let before = count_log(&["connection authorized", "kx=Some(X25519)"]);
+    assert_eq!(roundtrip(out.addr, b"x25519").await.unwrap(), b"x25519");
+    wait_for("an X25519 handshake", || {
+        count_log(&["connection authorized", "kx=Some(X25519)"]) == before + 1
+    })
+    .await;
+}
+
 /// SIGHUP reloads the policy (a file change the poll could not see: same size, mtime kept).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_policy() {

@@ -364,6 +364,16 @@ pub enum KtlsArg {
     Off,
 }
 
+/// `sigil tunnel` key exchange groups.
+#[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
+pub enum KxArg {
+    /// X25519MLKEM768 (hybrid post-quantum) first, then X25519 and P-256.
+    #[default]
+    Pq,
+    /// X25519 and P-256 only.
+    Classical,
+}
+
 /// Settings shared by both tunnel ends.
 #[derive(Debug, Args)]
 pub struct TunnelCommonArgs {
@@ -394,6 +404,9 @@ pub struct TunnelCommonArgs {
     /// the policy and trust bundle authorize it, across the peer's SVID rotation and expiry).
     #[arg(long, value_name = "DURATION")]
     pub max_connection_age: Option<String>,
+    /// Key exchange groups offered and accepted.
+    #[arg(long, value_enum, default_value_t)]
+    pub key_exchange: KxArg,
     /// Drop peers that have not finished the handshake in this time (e.g. 10s).
     #[arg(long, default_value = "10s")]
     pub handshake_timeout: String,

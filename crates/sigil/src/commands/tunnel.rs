@@ -7,10 +7,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use sigil_policy::{Policy, parse_duration};
 use sigil_tunnel::ktls::{KtlsMode, KtlsSupport};
-use sigil_tunnel::{CredentialSource, Limits, Mode, Side, TunnelOptions};
+use sigil_tunnel::{CredentialSource, KeyExchange, Limits, Mode, Side, TunnelOptions};
 
 use super::{EXIT_ERROR, EXIT_FINDINGS, EXIT_OK};
-use crate::cli::{KtlsArg, TunnelCmd, TunnelCommonArgs};
+use crate::cli::{KtlsArg, KxArg, TunnelCmd, TunnelCommonArgs};
 
 fn duration(flag: &str, v: &str) -> anyhow::Result<Duration> {
     parse_duration(v).map_err(|e| anyhow::anyhow!("--{flag} {v:?}: {e}; hint: e.g. 10s, 500ms, 1m"))
@@ -32,6 +32,10 @@ fn options(side: Side, common: TunnelCommonArgs) -> anyhow::Result<Option<Tunnel
             .as_deref()
             .map(|v| duration("max-connection-age", v))
             .transpose()?,
+        key_exchange: match common.key_exchange {
+            KxArg::Pq => KeyExchange::PostQuantum,
+            KxArg::Classical => KeyExchange::Classical,
+        },
         ..Limits::default()
     };
     Ok(Some(TunnelOptions {
