@@ -10,7 +10,7 @@
 #
 # Env: DURATION (iperf3 seconds per run, default 8), RUNS (interleaved repetitions, default 3;
 # the median is reported, and the median of each round's paired ratios as `*_paired`), PARALLEL (iperf3 streams, default 1), RATE_SECONDS (default 5),
-# PINGS (round trips per path for latency, default 10000).
+# PINGS (round trips per path for latency, default 10000), RATE_RUNS (connection-rate rounds, default 3).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -43,6 +43,7 @@ P_UP=15201      # iperf3 server (plaintext upstream)
 P_ECHO=15202    # echo server (plaintext upstream for rate/latency)
 P_SIG_IN=15301  P_SIG_OUT=15401  P_SIG_IN_E=15302 P_SIG_OUT_E=15402
 P_ST_IN=15311   P_ST_OUT=15411   P_ST_IN_E=15312  P_ST_OUT_E=15412
+P_SIG_IN_C=15303 P_SIG_OUT_C=15403   # sigil pair with --key-exchange classical (X25519), echo
 
 # ---------- test PKI (openssl): CA + two SVIDs ----------
 cd "$WORK"
@@ -112,6 +113,8 @@ sig inbound --workload vector-db --listen 127.0.0.1:$P_SIG_IN --upstream 127.0.0
 sig outbound --to vector-db --listen 127.0.0.1:$P_SIG_OUT --remote 127.0.0.1:$P_SIG_IN --svid-dir client
 sig inbound --workload vector-db --listen 127.0.0.1:$P_SIG_IN_E --upstream 127.0.0.1:$P_ECHO --svid-dir server
 sig outbound --to vector-db --listen 127.0.0.1:$P_SIG_OUT_E --remote 127.0.0.1:$P_SIG_IN_E --svid-dir client
+sig inbound --workload vector-db --listen 127.0.0.1:$P_SIG_IN_C --upstream 127.0.0.1:$P_ECHO --svid-dir server --key-exchange classical
+sig outbound --to vector-db --listen 127.0.0.1:$P_SIG_OUT_C --remote 127.0.0.1:$P_SIG_IN_C --svid-dir client --key-exchange classical
 
 # ---------- stunnel4 pair (equivalent mTLS) ----------
 stunnel_conf() { # name mode accept connect dir
@@ -142,7 +145,7 @@ stunnel_conf st-server-e "" $P_ST_IN_E $P_ECHO server
 stunnel_conf st-client-e "client = yes" $P_ST_OUT_E $P_ST_IN_E client
 
 sleep 1.5
-for p in $P_SIG_OUT $P_SIG_OUT_E $P_ST_OUT $P_ST_OUT_E $P_UP $P_ECHO; do
+for p in $P_SIG_OUT $P_SIG_OUT_E $P_SIG_OUT_C $P_ST_OUT $P_ST_OUT_E $P_UP $P_ECHO; do
     python3 - "$p" <<'EOF' || { echo "error: nothing listening on $p; see logs in $WORK" >&2; cat "$WORK"/sigil.log >&2; exit 2; }
 import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2).close()
 EOF
@@ -210,9 +213,20 @@ else:
     for l in lat:
         l.sort(); print("%.1f %.1f" % (l[len(l)//2] / 1e3, l[int(len(l)*0.99)] / 1e3))
 EOF
-R_PLAIN=$(python3 load.py rate $P_ECHO "$RATE_SECONDS")
-R_SIG=$(python3 load.py rate $P_SIG_OUT_E "$RATE_SECONDS")
-R_STUN=$(python3 load.py rate $P_ST_OUT_E "$RATE_SECONDS")
+# Connection rate: interleaved rounds too (RATE_RUNS, default 3; median), since the machine
+# drifts; Sigil with X25519MLKEM768 (default) and with X25519 (--key-exchange classical).
+RATE_RUNS="${RATE_RUNS:-3}"
+declare -a C_PLAIN C_SIG C_SIG_X C_STUN C_RATIO C_RATIO_X
+for ((i = 0; i < RATE_RUNS; i++)); do
+    C_PLAIN+=("$(python3 load.py rate $P_ECHO "$RATE_SECONDS")")
+    C_SIG+=("$(python3 load.py rate $P_SIG_OUT_E "$RATE_SECONDS")")
+    C_SIG_X+=("$(python3 load.py rate $P_SIG_OUT_C "$RATE_SECONDS")")
+    C_STUN+=("$(python3 load.py rate $P_ST_OUT_E "$RATE_SECONDS")")
+    C_RATIO+=("$(calc "${C_SIG[-1]}/${C_STUN[-1]}")")
+    C_RATIO_X+=("$(calc "${C_SIG_X[-1]}/${C_STUN[-1]}")")
+    echo "rate round $((i + 1))/$RATE_RUNS: plaintext ${C_PLAIN[-1]}  sigil ${C_SIG[-1]}  sigil-x25519 ${C_SIG_X[-1]}  stunnel4 ${C_STUN[-1]} conn/s" >&2
+done
+R_PLAIN=$(median "${C_PLAIN[@]}"); R_SIG=$(median "${C_SIG[@]}"); R_SIG_X=$(median "${C_SIG_X[@]}"); R_STUN=$(median "${C_STUN[@]}")
 { read -r L50_PLAIN L99_PLAIN; read -r L50_SIG L99_SIG; read -r L50_STUN L99_STUN; } \
     < <(python3 load.py lat "$PINGS" $P_ECHO $P_SIG_OUT_E $P_ST_OUT_E)
 
@@ -235,7 +249,12 @@ else
 fi
 echo "RESULT tunnel_plaintext_conn_rate $R_PLAIN conn/s"
 echo "RESULT tunnel_sigil_conn_rate $R_SIG conn/s"
+echo "RESULT tunnel_sigil_conn_rate_x25519 $R_SIG_X conn/s"
 echo "RESULT tunnel_stunnel4_conn_rate $R_STUN conn/s"
+echo "RESULT tunnel_sigil_vs_stunnel4_conn_rate $(calc "$R_SIG/$R_STUN") ratio"
+echo "RESULT tunnel_sigil_x25519_vs_stunnel4_conn_rate $(calc "$R_SIG_X/$R_STUN") ratio"
+echo "RESULT tunnel_sigil_vs_stunnel4_conn_rate_paired $(median "${C_RATIO[@]}") ratio"
+echo "RESULT tunnel_sigil_x25519_vs_stunnel4_conn_rate_paired $(median "${C_RATIO_X[@]}") ratio"
 echo "# round trip of 64 B: plaintext p50 $L50_PLAIN us p99 $L99_PLAIN us; sigil p50 $L50_SIG p99 $L99_SIG; stunnel4 p50 $L50_STUN p99 $L99_STUN" >&2
 echo "RESULT tunnel_sigil_added_latency_p50 $(calc "$L50_SIG-$L50_PLAIN") us"
 echo "RESULT tunnel_sigil_added_latency_p99 $(calc "$L99_SIG-$L99_PLAIN") us"
