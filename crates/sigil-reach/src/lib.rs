@@ -12,6 +12,7 @@ pub mod blast;
 pub mod engine;
 pub mod error;
 pub mod generate;
+pub mod groups;
 pub mod ipset;
 mod load;
 pub mod model;
@@ -23,5 +24,5 @@ pub mod selector;
 
 pub use engine::{Direction, Engine, Explanation};
 pub use error::ReachError;
-pub use model::{Cluster, Settings, Workload};
+pub use model::{Cluster, LabelVariant, Settings, Workload};
 pub use ports::{PortSet, Proto};

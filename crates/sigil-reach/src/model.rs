@@ -64,6 +64,17 @@ pub struct Workload {
     pub pvcs: Vec<String>,
     pub node_name: Option<String>,
     pub node_selector: BTreeMap<String, String>,
+    /// Names of the running Pods folded into this workload (empty for a workload known only from
+    /// its owner's manifest).
+    pub pods: Vec<String>,
+    /// Owners in the input between the pods and this workload's owner, e.g.
+    /// `ReplicaSet web-7d4b9c` for Pod -> ReplicaSet -> Deployment.
+    pub via: Vec<String>,
+    /// Whether the object this workload is named after is in the input; `false` when pods (or a
+    /// ReplicaSet) stand for a controller owner that was not given.
+    pub owner_in_input: bool,
+    /// A static (mirror) pod: the Node whose kubelet runs it from a manifest file.
+    pub static_pod_of: Option<String>,
 }
 
 impl Workload {
@@ -261,6 +272,20 @@ pub struct Cluster {
     pub settings: Settings,
     /// Kinds that were not used, with counts (reported, not an error).
     pub ignored: BTreeMap<String, usize>,
+    /// Pods of one workload whose labels differ from the workload's (see
+    /// [`crate::groups::variant_notes`], which says when that changes a decision).
+    pub label_variants: Vec<LabelVariant>,
+    /// What grouping could not do (reported, not an error).
+    pub grouping_notes: Vec<String>,
+}
+
+/// Pods folded into a workload whose labels differ from the labels the workload is analysed with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelVariant {
+    /// Index into [`Cluster::workloads`].
+    pub workload: usize,
+    pub labels: BTreeMap<String, String>,
+    pub pods: Vec<String>,
 }
 
 fn decode<T: serde::de::DeserializeOwned>(
@@ -319,6 +344,10 @@ impl Cluster {
             pvcs: Vec::new(),
             node_name: spec.node_name.clone(),
             node_selector: spec.node_selector.clone().unwrap_or_default(),
+            pods: Vec::new(),
+            via: Vec::new(),
+            owner_in_input: true,
+            static_pod_of: None,
         };
         for v in spec.volumes.iter().flatten() {
             if let Some(s) = v.secret.as_ref().and_then(|s| s.secret_name.clone()) {

@@ -8,6 +8,7 @@
 )]
 
 mod common;
+mod dumps;
 mod examples;
 mod platform;
 mod props;

@@ -1,0 +1,130 @@
+//! Pods of one workload that carry different labels ([`LabelVariant`]s, found when a cluster dump's
+//! pods are grouped by owner; see `load.rs`). A workload is analysed with one label set; this says
+//! when another pod's labels would change a decision, so the matrix is never silently wrong for
+//! those pods. Most variants are harmless (`statefulset.kubernetes.io/pod-name`,
+//! `pod-template-hash` during a rollout) and produce no note. Pure.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use crate::engine::Engine;
+use crate::model::{Cluster, LabelVariant};
+
+/// Most differing peers named in one note.
+const MAX_EXAMPLES: usize = 3;
+
+/// One note per label variant whose labels change a decision: isolation, or the ports allowed
+/// to or from some workload (the workload itself included). Variants that change nothing give no
+/// note. Costs one engine build over the workloads plus the variants.
+pub fn variant_notes(cluster: &Cluster) -> Vec<String> {
+    if cluster.label_variants.is_empty() {
+        return Vec::new();
+    }
+    let n = cluster.workloads.len();
+    let mut extended = cluster.clone();
+    let mut kept: Vec<(usize, &LabelVariant)> = Vec::new();
+    for v in &cluster.label_variants {
+        if let Some(w) = cluster.workloads.get(v.workload) {
+            let mut pod = w.clone();
+            pod.labels.clone_from(&v.labels);
+            extended.workloads.push(pod);
+            kept.push((extended.workloads.len().saturating_sub(1), v));
+        }
+    }
+    let engine = Engine::new(&extended);
+    let name = |i: usize| {
+        extended
+            .workloads
+            .get(i)
+            .map(|w| w.key())
+            .unwrap_or_default()
+    };
+    let mut notes = Vec::new();
+    for (vi, v) in kept {
+        let g = v.workload;
+        let mut diffs: Vec<String> = Vec::new();
+        let (gi, ge) = engine.isolation(g);
+        let (vi_in, vi_eg) = engine.isolation(vi);
+        if gi != vi_in {
+            diffs.push(format!(
+                "ingress isolated: workload {}, these pods {}",
+                yes(gi),
+                yes(vi_in)
+            ));
+        }
+        if ge != vi_eg {
+            diffs.push(format!(
+                "egress isolated: workload {}, these pods {}",
+                yes(ge),
+                yes(vi_eg)
+            ));
+        }
+        for o in 0..n {
+            // The variant's peers: other workloads, and the rest of its own workload.
+            let (to_group, to_variant) = (engine.verdict(g, o), engine.verdict(vi, o));
+            if to_group != to_variant {
+                diffs.push(format!(
+                    "to {}: workload {to_group}, these pods {to_variant}",
+                    name(o)
+                ));
+            }
+            let (from_group, from_variant) = (engine.verdict(o, g), engine.verdict(o, vi));
+            if from_group != from_variant {
+                diffs.push(format!(
+                    "from {}: workload {from_group}, these pods {from_variant}",
+                    name(o)
+                ));
+            }
+        }
+        if diffs.is_empty() {
+            continue;
+        }
+        let w = cluster.workloads.get(g);
+        let mut note = format!(
+            "pods {} of {} {} have labels {} that change decisions: ",
+            v.pods.join(", "),
+            w.map_or("", |w| w.kind.as_str()),
+            name(g),
+            label_diff(w.map(|w| &w.labels), &v.labels)
+        );
+        let shown: Vec<&str> = diffs
+            .iter()
+            .take(MAX_EXAMPLES)
+            .map(String::as_str)
+            .collect();
+        note.push_str(&shown.join("; "));
+        if diffs.len() > MAX_EXAMPLES {
+            let _ = write!(note, "; and {} more", diffs.len() - MAX_EXAMPLES);
+        }
+        note.push_str(" (the matrix uses the labels all of the workload's pods carry)");
+        notes.push(note);
+    }
+    notes
+}
+
+fn yes(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+/// `{+role=leader, -tier, tier: web->db}` relative to the workload's labels.
+fn label_diff(
+    base: Option<&BTreeMap<String, String>>,
+    labels: &BTreeMap<String, String>,
+) -> String {
+    let empty = BTreeMap::new();
+    let base = base.unwrap_or(&empty);
+    let mut parts = Vec::new();
+    for (k, v) in labels {
+        match base.get(k) {
+            None => parts.push(format!("+{k}={v}")),
+            Some(b) if b != v => parts.push(format!("{k}: {b}->{v}")),
+            Some(_) => {}
+        }
+    }
+    for k in base.keys() {
+        if !labels.contains_key(k) {
+            parts.push(format!("-{k}"));
+        }
+    }
+    format!("{{{}}}", parts.join(", "))
+}
