@@ -14,19 +14,20 @@ use std::time::{Duration, Instant};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use sigil_kube::{Object, Source};
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 
 use crate::audit::Auditor;
 use crate::finding::Finding;
 use crate::rules::Severity;
 
+pub mod conn;
+pub use conn::ConnLimits;
+
 /// Largest AdmissionReview body accepted (the API server sends at most ~3 MiB objects).
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
-/// Longest a connection may take to send its request headers and body.
+/// Default header timeout: TLS handshake plus the first request's headers ([`ConnLimits`]).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest single warning returned to the client (the API server truncates long ones).
 pub const MAX_WARNING_CHARS: usize = 240;
@@ -95,6 +96,8 @@ pub struct Metrics {
     buckets: [AtomicU64; 8],
     latency_sum_us: AtomicU64,
     latency_count: AtomicU64,
+    /// Listener counters (connections open, waits at the cap, timeouts).
+    conn: conn::ConnMetrics,
 }
 
 const BUCKETS_US: [u64; 8] = [100, 250, 500, 1_000, 2_500, 5_000, 10_000, 50_000];
@@ -149,6 +152,7 @@ impl Metrics {
             "sigil_webhook_review_seconds_bucket{{le=\"+Inf\"}} {count}\nsigil_webhook_review_seconds_sum {}\nsigil_webhook_review_seconds_count {count}\n",
             g(&self.latency_sum_us) as f64 / 1e6
         ));
+        s.push_str(&self.conn.render());
         s
     }
 }
@@ -556,49 +560,25 @@ async fn handle(
     })
 }
 
-/// Serves until `shutdown` resolves. Each connection: TLS handshake, then HTTP/1.1 keep-alive.
+/// Serves until `shutdown` resolves, with the default [`ConnLimits`]. Each connection: TLS
+/// handshake, then HTTP/1.1 keep-alive.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     state: Arc<WebhookState>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), WebhookError> {
-    let acceptor = TlsAcceptor::from(tls);
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            () = &mut shutdown => return Ok(()),
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let state = state.clone();
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(REQUEST_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "tls handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "tls handshake timed out");
-                    return;
-                }
-            };
-            let svc = hyper::service::service_fn(move |req| handle(state.clone(), req));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(REQUEST_TIMEOUT)
-                .serve_connection(TokioIo::new(tls), svc);
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
+    serve_with(listener, tls, state, ConnLimits::default(), shutdown).await
+}
+
+/// Serves until `shutdown` resolves, under `limits` (connection cap, header, idle and body
+/// timeouts; see [`conn`]).
+pub async fn serve_with(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    state: Arc<WebhookState>,
+    limits: ConnLimits,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), WebhookError> {
+    conn::serve(listener, tls, state, limits, shutdown).await
 }

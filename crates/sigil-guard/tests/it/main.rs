@@ -12,3 +12,4 @@ mod rego;
 mod render;
 mod rules_table;
 mod webhook;
+mod webhook_conn;
