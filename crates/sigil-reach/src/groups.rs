@@ -128,3 +128,30 @@ fn label_diff(
     }
     format!("{{{}}}", parts.join(", "))
 }
+
+/// How a workload was grouped, for listings: `2 pods via ReplicaSet web-5c9f8d7b6`,
+/// `2 pods (DaemonSet not in the input)`, `static pod of Node cp1`; `None` for a workload known
+/// only from its own manifest.
+pub fn describe(w: &crate::model::Workload) -> Option<String> {
+    if let Some(node) = &w.static_pod_of {
+        return Some(format!("static pod of Node {node}"));
+    }
+    if w.pods.is_empty() && w.via.is_empty() && w.owner_in_input {
+        return None;
+    }
+    let mut parts = Vec::new();
+    if !w.pods.is_empty() {
+        parts.push(format!(
+            "{} pod{}",
+            w.pods.len(),
+            if w.pods.len() == 1 { "" } else { "s" }
+        ));
+    }
+    if !w.via.is_empty() {
+        parts.push(format!("via {}", w.via.join(", ")));
+    }
+    if !w.owner_in_input {
+        parts.push(format!("({} not in the input)", w.kind));
+    }
+    Some(parts.join(" "))
+}

@@ -1,4 +1,4 @@
-//! Renderers: table, JSON (`[{src, dst, ports, verdict, because}]`), Graphviz DOT, and a
+//! Renderers: table, JSON (`[{src, src_kind, dst, dst_kind, ports, verdict, because}]`), Graphviz DOT, and a
 //! self-contained SVG (drawn here, no Graphviz needed). Pure: strings out.
 
 use std::collections::BTreeMap;
@@ -13,7 +13,11 @@ use crate::error::ReachError;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Row {
     pub src: String,
+    /// The source workload's kind (`Deployment`, `ReplicaSet`, `Pod`, ...).
+    pub src_kind: String,
     pub dst: String,
+    /// The destination's kind: a workload kind, or `IP` for an outside address.
+    pub dst_kind: String,
     pub ports: String,
     pub verdict: Verdict,
     pub because: String,

@@ -107,7 +107,9 @@ fn explain_json_and_dot() {
     assert!(!has("monitoring/prometheus", "vectordb/qdrant"));
     assert!(!has("notebooks/jupyter", "storage/minio"));
     for p in &pairs {
-        for key in ["src", "dst", "ports", "verdict", "because"] {
+        for key in [
+            "src", "src_kind", "dst", "dst_kind", "ports", "verdict", "because",
+        ] {
             assert!(p.get(key).is_some(), "{key} missing in {p}");
         }
     }
@@ -115,6 +117,94 @@ fn explain_json_and_dot() {
     let out = sigil(&["reach", NAIVE, "-o", "dot"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out.stdout).starts_with("digraph sigil {"));
+}
+
+const DUMP: &str = "crates/sigil-reach/tests/fixtures/cluster-dumps/kubectl-get-all.yaml";
+const TYPED: &str = "crates/sigil-reach/tests/fixtures/cluster-dumps/typed-lists";
+
+/// A `kubectl get -o yaml` dump of running pods: every pair is listed with both peers' kinds, the
+/// grouping is said on stderr, and so is the pod whose labels change a decision.
+#[test]
+fn cluster_dump_json_names_each_peers_kind() {
+    let out = sigil(&["reach", DUMP, "--all", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let pairs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(pairs.len(), 36);
+    let pair = |src: &str, dst: &str| {
+        pairs
+            .iter()
+            .find(|p| p["src"] == src && p["dst"] == dst)
+            .unwrap_or_else(|| panic!("no {src} -> {dst}"))
+    };
+    let p = pair("monitoring/node-agent", "shop/web");
+    assert_eq!(
+        (&p["src_kind"], &p["dst_kind"], &p["ports"], &p["verdict"]),
+        (
+            &serde_json::json!("DaemonSet"),
+            &serde_json::json!("Deployment"),
+            &serde_json::json!("TCP/8080"),
+            &serde_json::json!("allow")
+        )
+    );
+    let p = pair("kube-system/kube-apiserver-cp1", "shop/api-6f7d9c8b5");
+    assert_eq!(
+        (&p["src_kind"], &p["dst_kind"]),
+        (&serde_json::json!("Pod"), &serde_json::json!("ReplicaSet"))
+    );
+    assert_eq!(p["verdict"], "deny");
+    let err = text(&out.stderr);
+    assert!(err.contains("pods grouped by controller owner"), "{err}");
+    assert!(
+        err.contains("shop/web [Deployment]: 2 pods via ReplicaSet web-5c9f8d7b6"),
+        "{err}"
+    );
+    assert!(
+        err.contains("pods db-0 of StatefulSet shop/db have labels")
+            && err.contains("+role=primary"),
+        "{err}"
+    );
+
+    let out = sigil(&["reach", TYPED, "--to", "203.0.113.9", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let pairs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(pairs.len(), 5);
+    assert!(pairs.iter().all(|p| p["dst_kind"] == "IP"));
+    let kinds: std::collections::BTreeSet<&str> = pairs
+        .iter()
+        .map(|p| p["src_kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds.into_iter().collect::<Vec<_>>(),
+        ["CronJob", "DaemonSet", "Deployment", "Pod", "StatefulSet"]
+    );
+
+    let out = sigil(&["reach", TYPED, "--list"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let list = text(&out.stdout);
+    assert!(
+        list.contains("1 pod via Job etl-29000000 (CronJob not in the input)"),
+        "{list}"
+    );
+}
+
+/// A list item that is not an object points at the item's line, with a hint about lists.
+#[test]
+fn bad_list_item_points_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("dump.yaml");
+    std::fs::write(
+        &f,
+        "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Namespace\n  metadata: {name: a}\n- metadata:\n    name: p\n    namespace: a\n",
+    )
+    .unwrap();
+    let out = sigil(&["reach", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("dump.yaml:7: document 1: item 1 of the List has no apiVersion"),
+        "{err}"
+    );
+    assert!(err.contains("typed list") && !err.contains("helm"), "{err}");
 }
 
 #[test]

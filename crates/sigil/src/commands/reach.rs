@@ -59,6 +59,32 @@ pub fn load_cluster(paths: &[PathBuf], node_cidrs: &[String]) -> anyhow::Result<
             host.join(", ")
         );
     }
+    let grouped: Vec<String> = cluster
+        .workloads
+        .iter()
+        .filter_map(|w| {
+            sigil_reach::groups::describe(w).map(|d| format!("{} [{}]: {d}", w.key(), w.kind))
+        })
+        .collect();
+    if !grouped.is_empty() {
+        let shown: Vec<&str> = grouped.iter().take(5).map(String::as_str).collect();
+        tracing::info!(
+            "pods grouped by controller owner (the top owner where the chain is in the input; the owner's name when it is not): {} workload(s): {}{}",
+            grouped.len(),
+            shown.join("; "),
+            if grouped.len() > shown.len() {
+                "; ... (--list shows every workload)"
+            } else {
+                ""
+            }
+        );
+    }
+    for note in &cluster.grouping_notes {
+        tracing::info!("{note}");
+    }
+    for note in sigil_reach::groups::variant_notes(&cluster) {
+        tracing::warn!("{note}");
+    }
     tracing::info!(
         "{} objects: {} workloads, {} NetworkPolicies, {} namespaces",
         objects.len(),
@@ -189,6 +215,13 @@ pub fn run(args: ReachArgs) -> anyhow::Result<ExitCode> {
             .map(|w| display_name(p, w))
             .unwrap_or_default()
     };
+    let kind = |i: usize| {
+        cluster
+            .workloads
+            .get(i)
+            .map(|w| w.kind.clone())
+            .unwrap_or_default()
+    };
 
     if args.list {
         let rows: Vec<Vec<String>> = cluster
@@ -200,6 +233,7 @@ pub fn run(args: ReachArgs) -> anyhow::Result<ExitCode> {
                 vec![
                     name(i),
                     w.kind.clone(),
+                    sigil_reach::groups::describe(w).unwrap_or_default(),
                     w.service_account.clone(),
                     format!("{:?}", w.labels),
                     format!(
@@ -214,7 +248,14 @@ pub fn run(args: ReachArgs) -> anyhow::Result<ExitCode> {
         emit(
             &args,
             &render::table(
-                &["WORKLOAD", "KIND", "SERVICEACCOUNT", "LABELS", "ISOLATED"],
+                &[
+                    "WORKLOAD",
+                    "KIND",
+                    "GROUPED",
+                    "SERVICEACCOUNT",
+                    "LABELS",
+                    "ISOLATED",
+                ],
                 &rows,
             ),
             None,
@@ -325,7 +366,9 @@ pub fn run(args: ReachArgs) -> anyhow::Result<ExitCode> {
                         }
                         rows.push(Row {
                             src: name(s),
+                            src_kind: kind(s),
                             dst: name(d),
+                            dst_kind: kind(d),
                             ports: e.allowed.to_string(),
                             verdict: if e.allowed.is_empty() {
                                 Verdict::Deny
@@ -356,9 +399,14 @@ pub fn run(args: ReachArgs) -> anyhow::Result<ExitCode> {
     };
     let filtered = args.from.is_some() || args.to.is_some();
     let mut rows = Vec::new();
-    let row = |s: usize, dst: String, ports: sigil_reach::PortSet, because: String| Row {
+    let row = |s: usize,
+               (dst, dst_kind): (String, String),
+               ports: sigil_reach::PortSet,
+               because: String| Row {
         src: name(s),
+        src_kind: kind(s),
         dst,
+        dst_kind,
         verdict: if ports.is_empty() {
             Verdict::Deny
         } else {
@@ -381,7 +429,7 @@ pub fn run(args: ReachArgs) -> anyhow::Result<ExitCode> {
                 } else {
                     "egress not isolated".to_owned()
                 };
-                rows.push(row(s, ip.to_string(), ports, because));
+                rows.push(row(s, (ip.to_string(), "IP".to_owned()), ports, because));
             }
         }
         Some(Dst::Service(backends, port)) => {
@@ -396,10 +444,13 @@ pub fn run(args: ReachArgs) -> anyhow::Result<ExitCode> {
                     };
                     rows.push(row(
                         s,
-                        format!(
-                            "{} (service port {port} -> {}/{target})",
-                            name(d),
-                            proto.as_str()
+                        (
+                            format!(
+                                "{} (service port {port} -> {}/{target})",
+                                name(d),
+                                proto.as_str()
+                            ),
+                            kind(d),
                         ),
                         ports,
                         e.because(&name(s), &name(d)),
@@ -413,7 +464,7 @@ pub fn run(args: ReachArgs) -> anyhow::Result<ExitCode> {
                     let ports = engine.verdict(s, d);
                     rows.push(row(
                         s,
-                        name(d),
+                        (name(d), kind(d)),
                         ports,
                         engine.explain(s, d).because(&name(s), &name(d)),
                     ));
@@ -430,7 +481,7 @@ pub fn run(args: ReachArgs) -> anyhow::Result<ExitCode> {
                     }
                     rows.push(row(
                         s,
-                        name(d),
+                        (name(d), kind(d)),
                         ports,
                         engine.explain(s, d).because(&name(s), &name(d)),
                     ));
