@@ -255,6 +255,9 @@ pub struct WebhookArgs {
     /// Namespaces never checked (besides whole-namespace exemptions in sigil.yaml). Repeatable.
     #[arg(long, value_name = "NAMESPACE")]
     pub exempt_namespace: Vec<String>,
+    /// Connection cap and header, idle and body timeouts of the listener.
+    #[command(flatten)]
+    pub conn: crate::commands::server::ConnArgs,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

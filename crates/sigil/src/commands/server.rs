@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use sigil_ca::client::Client;
-use sigil_ca::server::{Bound, ServerConfig};
+use sigil_ca::server::{Bound, ConnLimits, ServerConfig};
 
 use super::EXIT_OK;
 use super::identity::{PolicyArgs, read_to_string};
@@ -35,6 +35,48 @@ pub struct RunArgs {
     /// required when --listen is an unspecified address such as 0.0.0.0.
     #[arg(long, env = "SIGIL_ISSUER_URL")]
     pub issuer_url: Option<String>,
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+/// Connection limits of an HTTPS listener (`sigil server`, `sigil webhook`).
+#[derive(Debug, Clone, Args)]
+pub struct ConnArgs {
+    /// Connections served at once; beyond it new connections wait in the kernel's backlog
+    /// until one closes. Keep it below the descriptor limit (`ulimit -n`).
+    #[arg(long, default_value_t = sigil_ca::server::conn::DEFAULT_MAX_CONNECTIONS, value_name = "N")]
+    pub max_connections: usize,
+    /// Time from accept to the end of the first request's headers, TLS handshake included.
+    #[arg(long, default_value = "10s", value_parser = positive_duration, value_name = "DURATION")]
+    pub header_timeout: std::time::Duration,
+    /// Time a keep-alive connection may wait, after a response, for its next request's headers.
+    #[arg(long, default_value = "60s", value_parser = positive_duration, value_name = "DURATION")]
+    pub idle_timeout: std::time::Duration,
+    /// Time for a request's body to arrive after its headers (then 408 and the connection closes).
+    #[arg(long, default_value = "30s", value_parser = positive_duration, value_name = "DURATION")]
+    pub body_timeout: std::time::Duration,
+}
+
+impl ConnArgs {
+    pub fn limits(&self) -> ConnLimits {
+        ConnLimits {
+            max_connections: self.max_connections,
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
+            body_timeout: self.body_timeout,
+        }
+    }
+}
+
+/// A duration like `10s`, `2m`, `1h`, greater than zero.
+fn positive_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d = sigil_policy::parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!(
+            "{s:?} is zero; hint: use a positive duration such as 10s"
+        ));
+    }
+    Ok(d)
 }
 
 #[derive(Debug, Subcommand)]
@@ -84,6 +126,10 @@ pub fn run(a: ServerArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
+    let limits = a.conn.limits();
+    limits
+        .validate()
+        .map_err(|e| anyhow::anyhow!("--max-connections/--*-timeout: {e}"))?;
     let (policy, embedded) = a.policy.load()?;
     let bound = Bound::bind(ServerConfig {
         data_dir: a.policy.data_dir.clone(),
@@ -94,7 +140,8 @@ async fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
         init_if_missing: true,
         require_jwks: !embedded,
     })
-    .await?;
+    .await?
+    .with_limits(limits)?;
     let addr = bound
         .local_addr()
         .map(|a| a.to_string())
@@ -111,4 +158,47 @@ async fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
         })
         .await;
     Ok(ExitCode::from(EXIT_OK))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        conn: ConnArgs,
+    }
+
+    #[test]
+    fn connection_flags_default_to_both_servers_defaults_and_refuse_zero() {
+        let d = Cli::try_parse_from(["x"]).unwrap().conn;
+        assert_eq!(d.limits(), ConnLimits::default());
+        let w = sigil_guard::webhook::ConnLimits::default();
+        assert_eq!(
+            (
+                d.max_connections,
+                d.header_timeout,
+                d.idle_timeout,
+                d.body_timeout
+            ),
+            (
+                w.max_connections,
+                w.header_timeout,
+                w.idle_timeout,
+                w.body_timeout
+            )
+        );
+        let c = Cli::try_parse_from(["x", "--header-timeout", "2s", "--max-connections", "9"])
+            .unwrap()
+            .conn;
+        assert_eq!(c.header_timeout, std::time::Duration::from_secs(2));
+        assert_eq!(c.max_connections, 9);
+        let e = Cli::try_parse_from(["x", "--body-timeout", "0s"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--body-timeout") && e.contains("zero"), "{e}");
+    }
 }

@@ -24,6 +24,17 @@ pub fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
         super::audit::severity(args.deny_on),
         args.exempt_namespace,
     ));
+    let c = &args.conn;
+    let limits = webhook::ConnLimits {
+        max_connections: c.max_connections,
+        header_timeout: c.header_timeout,
+        idle_timeout: c.idle_timeout,
+        body_timeout: c.body_timeout,
+    };
+    if let Err(e) = limits.validate() {
+        eprintln!("error: --max-connections/--*-timeout: {e}");
+        return Ok(ExitCode::from(EXIT_ERROR));
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -46,7 +57,7 @@ pub fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
             }
             tracing::info!("shutting down");
         };
-        webhook::serve(listener, Arc::new(tls), state, shutdown).await?;
+        webhook::serve_with(listener, Arc::new(tls), state, limits, shutdown).await?;
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
