@@ -2,7 +2,9 @@
 //! segmentation (`sigil reach`).
 //!
 //! Owns: reading files, directories and stdin; splitting multi-document YAML and JSON streams;
-//! flattening `List` kinds; remembering where each object came from (file, document, line); and
+//! flattening `List` kinds (`kubectl get -o yaml`) and typed lists (`PodList`, whose items take
+//! apiVersion and kind from the list); remembering where each object came from (file, document,
+//! line, the item's own line inside a list); and
 //! finding the pod templates inside workload kinds and the AI operators' resources (Kubeflow,
 //! KubeRay, KServe), typed with k8s-openapi. Inputs are bounded (bytes, objects, YAML budget).
 //!
