@@ -4,26 +4,45 @@
 //! those pods. Most variants are harmless (`statefulset.kubernetes.io/pod-name`,
 //! `pod-template-hash` during a rollout) and produce no note. Pure.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use crate::engine::Engine;
-use crate::model::{Cluster, LabelVariant};
+use crate::model::{Cluster, LabelVariant, Peer};
+use crate::selector::{Requirement, Selector};
 
 /// Most differing peers named in one note.
 const MAX_EXAMPLES: usize = 3;
 
 /// One note per label variant whose labels change a decision: isolation, or the ports allowed
 /// to or from some workload (the workload itself included). Variants that change nothing give no
-/// note. Costs one engine build over the workloads plus the variants.
+/// note. Costs one engine build over the workloads plus the variants that differ in a key some
+/// pod selector names (none at all when no variant does).
 pub fn variant_notes(cluster: &Cluster) -> Vec<String> {
     if cluster.label_variants.is_empty() {
+        return Vec::new();
+    }
+    // A selector reads only the keys it names: a variant that differs from its workload only in
+    // keys no pod selector names (`statefulset.kubernetes.io/pod-name`, usually) cannot change a
+    // decision, and is not evaluated.
+    let keys = selector_keys(cluster);
+    let relevant: Vec<&LabelVariant> = cluster
+        .label_variants
+        .iter()
+        .filter(|v| {
+            cluster
+                .workloads
+                .get(v.workload)
+                .is_some_and(|w| differing_keys(&w.labels, &v.labels).any(|k| keys.contains(k)))
+        })
+        .collect();
+    if relevant.is_empty() {
         return Vec::new();
     }
     let n = cluster.workloads.len();
     let mut extended = cluster.clone();
     let mut kept: Vec<(usize, &LabelVariant)> = Vec::new();
-    for v in &cluster.label_variants {
+    for v in relevant {
         if let Some(w) = cluster.workloads.get(v.workload) {
             let mut pod = w.clone();
             pod.labels.clone_from(&v.labels);
@@ -100,6 +119,43 @@ pub fn variant_notes(cluster: &Cluster) -> Vec<String> {
         notes.push(note);
     }
     notes
+}
+
+/// Label keys named by the pod selectors of every policy (the policy's own and its peers').
+fn selector_keys(cluster: &Cluster) -> BTreeSet<&str> {
+    fn add<'c>(keys: &mut BTreeSet<&'c str>, s: &'c Selector) {
+        for r in &s.requirements {
+            let (Requirement::Equals(k, _)
+            | Requirement::In(k, _)
+            | Requirement::NotIn(k, _)
+            | Requirement::Exists(k)
+            | Requirement::DoesNotExist(k)) = r;
+            keys.insert(k.as_str());
+        }
+    }
+    let mut keys = BTreeSet::new();
+    for p in &cluster.policies {
+        add(&mut keys, &p.selector);
+        for rule in p.ingress.iter().chain(p.egress.iter()).flatten() {
+            for peer in rule.peers.iter().flatten() {
+                if let Peer::Pods { pods, .. } = peer {
+                    add(&mut keys, pods);
+                }
+            }
+        }
+    }
+    keys
+}
+
+/// Keys whose presence or value differs between two label sets.
+fn differing_keys<'a>(
+    a: &'a BTreeMap<String, String>,
+    b: &'a BTreeMap<String, String>,
+) -> impl Iterator<Item = &'a str> {
+    a.iter()
+        .filter(|(k, v)| b.get(*k) != Some(*v))
+        .map(|(k, _)| k.as_str())
+        .chain(b.keys().filter(|k| !a.contains_key(*k)).map(String::as_str))
 }
 
 fn yes(b: bool) -> &'static str {
